@@ -47,7 +47,8 @@ def max_pixels_default() -> int:
     return value
 
 
-def _read_bytes(src: ImageSource, name: str) -> bytes:
+def read_source(src: ImageSource, name: str) -> bytes:
+    """Encoded image bytes from a path or bytes, with clear errors (missing, folder, empty, huge)."""
     if isinstance(src, (bytes, bytearray, memoryview)):
         data = bytes(src)
     else:
@@ -153,7 +154,7 @@ def load_image(src: ImageSource, *, name: str | None = None, max_pixels: int | N
         img = src
     else:
         label = name or (str(src) if isinstance(src, (str, os.PathLike)) else "image")
-        img = _open_checked(_read_bytes(src, label), label, max_pixels)
+        img = _open_checked(read_source(src, label), label, max_pixels)
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)
         try:
