@@ -101,7 +101,7 @@ def _open_checked(data: bytes, name: str, max_pixels: int | None) -> Image.Image
     except UnidentifiedImageError:
         raise InputError(f"{name}: not an image (unrecognised or unsupported format)") from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise InputError(f"{name}: corrupt image header ({e})") from None
+        raise InputError(f"{name}: image file is truncated or corrupt ({e})") from None
     check_size(img.width, img.height, name, max_pixels)
     try:
         with warnings.catch_warnings():
