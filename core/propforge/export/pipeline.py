@@ -1,0 +1,96 @@
+"""O-Voxel -> engine-ready GLB: the export spine every generator feeds (spec §4, adapted for engines).
+
+mesh: dual grid -> clean-up (outward winding) -> decimation to the face budget
+uv:   xatlas charting and packing
+bake: texel -> 3-D point -> reference surface -> trilinear attribute sample -> textures
+write: glTF frame, metres, pivot, material, metadata -> GLB bytes (written atomically if a path is given)
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from ..bake import bake_textures
+from ..errors import InputError
+from ..fileio import write_atomic
+from ..mesh.cleanup import clean_mesh, vertex_normals
+from ..mesh.decimate import decimate
+from ..mesh.uv import unwrap
+from ..options import ExportOptions
+from ..ovoxel.dual_grid import ovoxel_to_mesh
+from ..progress import ProgressCallback, StagePlan
+from ..types import Generation, PBRMaterial, TexturedMesh
+from .gltf_write import choose_alpha_mode, write_glb
+
+STAGE_WEIGHTS = {"mesh": 4.0, "uv": 2.0, "bake": 3.0, "write": 1.0}
+
+
+def _version() -> str:
+    from .. import __version__
+    return __version__
+
+
+def _metadata(generation: Generation, options: ExportOptions, stats: dict[str, Any]) -> dict[str, Any]:
+    opts = dict(generation.options)
+    opts["export"] = asdict(options)
+    return {"generator": generation.generator, "options": opts, "seed": int(generation.seed),
+            "source_sha256": generation.source_sha256, "notes": generation.notes,
+            "propforge_version": _version(), "stats": stats, **({"extras": generation.extras} if generation.extras else {})}
+
+
+def export_glb(generation: Generation, options: ExportOptions | None = None, path: str | os.PathLike | None = None,
+               progress: ProgressCallback | None = None, timings: dict[str, float] | None = None) -> bytes:
+    """GLB bytes of ``generation`` (and an atomic write to ``path``); ``timings`` collects per-step seconds."""
+    options = (options or ExportOptions()).validate()
+    ov = generation.ovoxel
+    if ov.num_voxels == 0:
+        raise InputError("nothing to export: the generation has no surface (empty O-Voxel)")
+    plan = StagePlan(progress, STAGE_WEIGHTS)
+    t = timings if timings is not None else {}
+    clock = [time.perf_counter()]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        t[name] = t.get(name, 0.0) + now - clock[0]
+        clock[0] = now
+
+    extent = float((ov.aabb[1] - ov.aabb[0]).max())
+    plan("mesh", 0.0, message=f"extracting the surface of {ov.num_voxels} voxels")
+    raw = ovoxel_to_mesh(ov)
+    lap("dual_grid")
+    ref_v, ref_f = clean_mesh(raw.vertices, raw.faces, extent=extent)
+    lap("cleanup")
+    if len(ref_f) == 0:
+        raise InputError("nothing to export: the O-Voxel's surface has no faces after clean-up")
+    plan("mesh", 0.5, message=f"decimating {len(ref_f)} faces to at most {options.faces}")
+    v, f = decimate(ref_v, ref_f, options.faces, extent=extent)
+    lap("decimate")
+    plan("uv", 0.0, message=f"unwrapping {len(f)} faces")
+    vmap, uv_faces, uvs = unwrap(v, f, options.texture_size)
+    lap("uv")
+    plan("bake", 0.0, message=f"baking {options.texture_size}px textures")
+    normals = vertex_normals(v, f)[vmap]
+    ref_n = vertex_normals(ref_v, ref_f)
+    tex = bake_textures(ov, v[vmap], uv_faces, uvs, ref_v, ref_n, options.texture_size)
+    lap("bake")
+    plan("write", 0.0, message=f"writing GLB ({options.texture_format} textures)")
+    mode, cutoff = (choose_alpha_mode(tex.base_color[..., 3], tex.coverage) if options.alpha_mode == "auto"
+                    else (options.alpha_mode, 0.5))
+    material = PBRMaterial(base_color_texture=tex.base_color, metallic_roughness_texture=tex.metallic_roughness,
+                           alpha_mode=mode, alpha_cutoff=cutoff, double_sided=False)
+    tm = TexturedMesh(v[vmap], uv_faces, uvs=uvs, normals=normals, material=material)
+    stats = {"faces": int(len(uv_faces)), "vertices": int(len(vmap)), "reference_faces": int(len(ref_f)),
+             "texture_size": options.texture_size, "alpha_mode": mode,
+             "texel_coverage": round(float(tex.coverage.mean()), 4)}
+    glb = write_glb(tm, options.texture_format, options.height, _metadata(generation, options, stats),
+                    generator=f"PropForge {_version()}")
+    lap("encode")
+    if path is not None:
+        write_atomic(path, glb)
+        lap("write")
+    plan("write", 1.0, message=f"{len(glb)} bytes")
+    return glb

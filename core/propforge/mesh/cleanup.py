@@ -1,0 +1,289 @@
+"""Mesh clean-up for export (spec §4.4, adapted): engines cull back faces, so orientation matters.
+
+The raw dual-grid decode winds every quad by axis, not by surface side, so about half its faces
+point inward. Here: weld duplicate vertices, drop degenerate and duplicate faces, make the winding
+consistent across manifold edges (union-find with parity, done as connected components of a
+"face x orientation" graph), drop tiny components, fill small holes with fans that follow the
+neighbouring winding, and finally turn each component OUTWARD. All vectorised; one edge sort per pass.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+#: spec §4.4 thresholds on the unit box (scaled by the mesh extent here)
+HOLE_PERIMETER = 0.03
+MIN_COMPONENT_AREA = 1e-5
+
+
+@dataclass
+class EdgeTopology:
+    """Undirected edges of a triangle mesh, built from one sort of the 3F half-edges.
+
+    Half-edge h = 3·f + k goes from faces[f, k] to faces[f, (k+1) % 3].
+    """
+
+    edge_of: np.ndarray      # int64 [3F] undirected edge id of each half-edge
+    count: np.ndarray        # int64 [E] faces using each edge
+    order: np.ndarray        # int64 [3F] half-edges sorted by edge id
+    starts: np.ndarray       # int64 [E] first position of each edge in ``order``
+
+
+def edge_topology(faces: np.ndarray) -> EdgeTopology:
+    a = faces.astype(np.int64)
+    src = a.reshape(-1)
+    dst = a[:, [1, 2, 0]].reshape(-1)
+    n = int(a.max()) + 1 if a.size else 1
+    key = np.minimum(src, dst) * n + np.maximum(src, dst)
+    order = np.argsort(key, kind="stable")
+    sk = key[order]
+    new = np.empty(len(sk), dtype=bool)
+    new[:1] = True
+    new[1:] = sk[1:] != sk[:-1]
+    ids_sorted = np.cumsum(new) - 1
+    edge_of = np.empty_like(ids_sorted)
+    edge_of[order] = ids_sorted
+    starts = np.flatnonzero(new)
+    count = np.diff(np.append(starts, len(sk)))
+    return EdgeTopology(edge_of, count, order, starts)
+
+
+def flip_faces(faces: np.ndarray, topo: EdgeTopology, flip: np.ndarray) -> tuple[np.ndarray, EdgeTopology]:
+    """Reverse the flagged faces and renumber the half-edges so ``topo`` stays valid (no re-sort).
+
+    Reversing (a, b, c) -> (c, b, a) moves half-edge k of a face to slot (1 - k) mod 3.
+    """
+    if not flip.any():
+        return faces, topo
+    h = np.arange(3 * len(faces))
+    k = h % 3
+    new_h = np.where(flip[h // 3], h - k + (1 - k) % 3, h)
+    edge_of = np.empty_like(topo.edge_of)
+    edge_of[new_h] = topo.edge_of
+    return np.where(flip[:, None], faces[:, ::-1], faces), EdgeTopology(edge_of, topo.count, new_h[topo.order], topo.starts)
+
+
+def face_normals(vertices: np.ndarray, faces: np.ndarray, unit: bool = True) -> np.ndarray:
+    """Face normals (float64); unnormalised ones have length 2·area."""
+    v = vertices.astype(np.float64)
+    n = np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
+    if unit:
+        n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-300)
+    return n
+
+
+def merge_duplicate_vertices(vertices: np.ndarray, faces: np.ndarray,
+                             rel_tol: float = 2.0 ** -21) -> tuple[np.ndarray, np.ndarray]:
+    """Weld vertices that coincide up to ``rel_tol`` of the mesh extent (first occurrence wins)."""
+    if len(vertices) == 0:
+        return vertices, faces
+    lo = vertices.min(0)
+    step = max(float((vertices.max(0) - lo).max()) * rel_tol, 1e-30)
+    q = np.floor((vertices - lo) / step).astype(np.int64)
+    key = (q[:, 0] * (int(q[:, 1].max()) + 1) + q[:, 1]) * (int(q[:, 2].max()) + 1) + q[:, 2]
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    if len(first) == len(vertices):
+        return vertices, faces
+    keep = np.sort(first)
+    remap = np.empty(len(first), dtype=np.int64)
+    remap[np.argsort(first)] = np.arange(len(first))  # unique id -> position in `keep`
+    return vertices[keep], remap[inverse][faces].astype(faces.dtype)
+
+
+def remove_degenerate_faces(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Drop faces with a repeated index or (near) zero area (spec §4.4 threshold)."""
+    f = faces
+    ok = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])
+    v = vertices.astype(np.float64)
+    e = v[f[:, [1, 2, 0]]] - v[f]
+    longest = (e * e).sum(-1).max(1)
+    area2 = np.linalg.norm(np.cross(e[:, 0], -e[:, 2]), axis=1)  # 2·area
+    ok &= area2 * 0.5 > np.minimum(1e-12 * longest, 1e-24)
+    return faces[ok]
+
+
+def remove_duplicate_faces(faces: np.ndarray) -> np.ndarray:
+    """Faces with the same vertex set (any order) collapse to the first one."""
+    if len(faces) == 0:
+        return faces
+    s = np.sort(faces.astype(np.int64), axis=1)
+    n = int(s.max()) + 1
+    key = (s[:, 0] * n + s[:, 1]) * n + s[:, 2] if n < 2_000_000 else None
+    if key is None:
+        _, first = np.unique(s, axis=0, return_index=True)
+    else:
+        _, first = np.unique(key, return_index=True)
+    if len(first) == len(faces):
+        return faces
+    return faces[np.sort(first)]
+
+
+def remove_unreferenced_vertices(vertices: np.ndarray, faces: np.ndarray
+                                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Compact vertices; returns (vertices, faces, kept old indices)."""
+    used = np.zeros(len(vertices), dtype=bool)
+    used[faces.reshape(-1)] = True
+    kept = np.flatnonzero(used)
+    remap = np.full(len(vertices), -1, dtype=np.int64)
+    remap[kept] = np.arange(len(kept))
+    return vertices[kept], remap[faces].astype(np.int32), kept
+
+
+def orientation_components(faces: np.ndarray, topo: EdgeTopology) -> tuple[np.ndarray, np.ndarray]:
+    """(flip [F] bool, component [F] int) making winding consistent across manifold edges.
+
+    Node f = face as stored, node f + F = face flipped. A manifold edge whose two half-edges run in
+    opposite directions links (f, g) and (f', g'); same direction links (f, g') and (f', g). A face
+    flips if its flipped node has the smaller label, so each component keeps one representative side.
+    """
+    nf = len(faces)
+    manifold = np.flatnonzero(topo.count == 2)
+    h0 = topo.order[topo.starts[manifold]]
+    h1 = topo.order[topo.starts[manifold] + 1]
+    f0, f1 = h0 // 3, h1 // 3
+    flat = faces.reshape(-1)
+    same_dir = flat[h0] == flat[h1]          # both half-edges start at the same vertex: inconsistent
+    a = np.concatenate([f0, f0 + nf])
+    b = np.concatenate([np.where(same_dir, f1 + nf, f1), np.where(same_dir, f1, f1 + nf)])
+    g = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(2 * nf, 2 * nf)).tocsr()
+    _, labels = connected_components(g, directed=False)
+    lp, lm = labels[:nf], labels[nf:]
+    return lm < lp, np.minimum(lp, lm)
+
+
+def _component_sums(comp: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    return np.stack([np.bincount(comp, values[:, i], minlength=n) for i in range(values.shape[1])], 1)
+
+
+def orient_outward(vertices: np.ndarray, faces: np.ndarray, comp: np.ndarray) -> np.ndarray:
+    """Flip whole components so their normals point away from their inside.
+
+    Σ area·n·(centroid − c) is 3·volume for a closed component (divergence theorem) and still tells
+    outward from inward for an open, curved one; a flat open sheet (≈ 0) is judged against the
+    whole object's centre instead.
+    """
+    if len(faces) == 0:
+        return faces
+    _, comp = np.unique(comp, return_inverse=True)
+    nc = int(comp.max()) + 1
+    v = vertices.astype(np.float64)
+    n2 = face_normals(v, faces, unit=False)                 # 2·area·n
+    area = 0.5 * np.linalg.norm(n2, axis=1)
+    cen = v[faces].mean(1)
+    area_c = np.maximum(np.bincount(comp, area, minlength=nc), 1e-300)
+    c_comp = _component_sums(comp, cen * area[:, None], nc) / area_c[:, None]
+    s = np.bincount(comp, 0.5 * (n2 * (cen - c_comp[comp])).sum(1), minlength=nc)
+    ext = np.sqrt(area_c)
+    flat = np.abs(s) < 1e-3 * area_c * ext
+    if flat.any():
+        c_all = (cen * area[:, None]).sum(0) / max(area.sum(), 1e-300)
+        s_all = np.bincount(comp, 0.5 * (n2 * (cen - c_all)).sum(1), minlength=nc)
+        s = np.where(flat, s_all, s)
+    flip = (s < 0)[comp]
+    out = faces.copy()
+    out[flip] = out[flip][:, ::-1]
+    return out
+
+
+def fill_small_holes(vertices: np.ndarray, faces: np.ndarray, topo: EdgeTopology,
+                     max_perimeter: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Close simple boundary loops shorter than ``max_perimeter`` with a centre fan (spec §4.4).
+
+    Expects consistent winding: the fan triangle on boundary half-edge a→b is (b, a, centre), so it
+    agrees with its neighbour. Returns (vertices, new faces only, face index each fan touches).
+    """
+    empty = (vertices, np.zeros((0, 3), faces.dtype), np.zeros(0, np.int64))
+    bedge = np.flatnonzero(topo.count == 1)
+    if len(bedge) == 0:
+        return empty
+    h = topo.order[topo.starts[bedge]]
+    flat = faces.reshape(-1)
+    src = flat[h].astype(np.int64)
+    dst = faces[h // 3, (h % 3 + 1) % 3].astype(np.int64)
+    nv = len(vertices)
+    # vertices on a non-manifold edge or with more than one in/out boundary edge make loops ambiguous
+    bad_v = np.zeros(nv, dtype=bool)
+    nm = np.flatnonzero(topo.count > 2)
+    if len(nm):
+        hn = topo.order[topo.starts[nm]]
+        bad_v[flat[hn]] = True
+        bad_v[faces[hn // 3, (hn % 3 + 1) % 3]] = True
+    bad_v |= np.bincount(src, minlength=nv) > 1
+    bad_v |= np.bincount(dst, minlength=nv) > 1
+    bad_v |= np.bincount(src, minlength=nv) != np.bincount(dst, minlength=nv)   # not a closed loop
+    g = coo_matrix((np.ones(len(src), np.int8), (src, dst)), shape=(nv, nv))
+    _, lab = connected_components(g, directed=False)
+    loop = lab[src]
+    _, loop = np.unique(loop, return_inverse=True)
+    nl = int(loop.max()) + 1
+    length = np.linalg.norm(vertices[src].astype(np.float64) - vertices[dst], axis=1)
+    perim = np.bincount(loop, length, minlength=nl)
+    n_edges = np.bincount(loop, minlength=nl)
+    bad_loop = np.bincount(loop, (bad_v[src] | bad_v[dst]).astype(np.float64), minlength=nl) > 0
+    fill = (~bad_loop) & (perim < max_perimeter) & (n_edges >= 3)
+    sel = fill[loop]
+    if not sel.any():
+        return empty
+    loop_ids, loop_sel = np.unique(loop[sel], return_inverse=True)
+    mid = 0.5 * (vertices[src[sel]].astype(np.float64) + vertices[dst[sel]])
+    centre = _component_sums(loop_sel, mid, len(loop_ids)) / np.bincount(loop_sel)[:, None]
+    c_idx = nv + loop_sel
+    new_faces = np.stack([dst[sel], src[sel], c_idx], 1).astype(faces.dtype)
+    return np.concatenate([vertices, centre.astype(vertices.dtype)]), new_faces, h[sel] // 3
+
+
+def component_areas(vertices: np.ndarray, faces: np.ndarray, comp: np.ndarray) -> np.ndarray:
+    """Total area of each face's component, per face."""
+    area = 0.5 * np.linalg.norm(face_normals(vertices, faces, unit=False), axis=1)
+    _, inv = np.unique(comp, return_inverse=True)
+    return np.bincount(inv, area)[inv]
+
+
+def clean_mesh(vertices: np.ndarray, faces: np.ndarray, hole_perimeter: float = HOLE_PERIMETER,
+               min_component_area: float = MIN_COMPONENT_AREA, extent: float | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """The whole clean-up; thresholds are on the unit box and scale with ``extent`` (default: bbox)."""
+    v = np.asarray(vertices, dtype=np.float32).reshape(-1, 3)
+    f = np.asarray(faces, dtype=np.int32).reshape(-1, 3)
+    if len(f) == 0:
+        return v[:0], f
+    if extent is None:
+        extent = float((v.max(0) - v.min(0)).max()) or 1.0
+    v, f = merge_duplicate_vertices(v, f)
+    f = remove_duplicate_faces(remove_degenerate_faces(v, f))
+    if len(f) == 0:
+        return v[:0], f
+    topo = edge_topology(f)
+    flip, comp = orientation_components(f, topo)
+    f, topo = flip_faces(f, topo, flip)
+    small = component_areas(v, f, comp) < min_component_area * extent ** 2
+    if small.any() and not small.all():
+        f, comp = f[~small], comp[~small]
+        topo = edge_topology(f)
+    v, fan, touched = fill_small_holes(v, f, topo, hole_perimeter * extent)
+    if len(fan):
+        f = np.concatenate([f, fan])
+        comp = np.concatenate([comp, comp[touched]])
+        f2 = remove_degenerate_faces(v, f)
+        if len(f2) != len(f):  # a fan triangle collapsed: recompute labels the slow, safe way
+            f = f2
+            _, comp = orientation_components(f, edge_topology(f))
+    f = orient_outward(v, f, comp)
+    v, f, _ = remove_unreferenced_vertices(v, f)
+    return v, f
+
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area-weighted unit vertex normals (float32); unused or cancelling vertices get +Z."""
+    n2 = face_normals(vertices, faces, unit=False)
+    acc = np.zeros((len(vertices), 3), np.float64)
+    idx = faces.reshape(-1)
+    for i in range(3):
+        acc[:, i] = np.bincount(idx, np.repeat(n2[:, i], 3), minlength=len(vertices))
+    length = np.linalg.norm(acc, axis=1, keepdims=True)
+    out = np.where(length > 1e-30, acc / np.maximum(length, 1e-300), [0.0, 0.0, 1.0])
+    return out.astype(np.float32)
+

@@ -1,0 +1,39 @@
+"""Decimation to a face budget (spec §4.5 role; QEM edge collapse from fast-simplification).
+
+Game teams set a triangle budget per prop, so the budget is a hard upper bound: we simplify, clean
+(clean-up can add hole fans), and simplify again with the overshoot removed until it holds.
+QEM quadrics ignore winding, so orientation is re-established by the clean-up afterwards.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .cleanup import clean_mesh
+
+
+def _simplify(vertices: np.ndarray, faces: np.ndarray, target: int) -> tuple[np.ndarray, np.ndarray]:
+    import fast_simplification
+
+    v, f = fast_simplification.simplify(vertices.astype(np.float32), faces.astype(np.int32),
+                                        target_count=int(target), agg=7.0)
+    return np.asarray(v, np.float32), np.asarray(f, np.int32)
+
+
+def decimate(vertices: np.ndarray, faces: np.ndarray, max_faces: int, extent: float | None = None,
+             max_rounds: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Clean mesh with at most ``max_faces`` faces, outward-oriented (no-op if already under budget)."""
+    if max_faces < 4:
+        raise ValueError(f"face budget must be at least 4, got {max_faces}")
+    v = np.asarray(vertices, np.float32)
+    f = np.asarray(faces, np.int32)
+    if len(f) <= max_faces:
+        return v, f
+    target = max_faces
+    for _ in range(max_rounds):
+        dv, df = _simplify(v, f, target)
+        dv, df = clean_mesh(dv, df, extent=extent)
+        if len(df) <= max_faces:
+            return dv, df
+        target = max(4, target - (len(df) - max_faces) - max(1, max_faces // 100))
+        v, f = dv, df
+    raise RuntimeError(f"could not decimate below {max_faces} faces (got {len(df)})")
