@@ -1,0 +1,101 @@
+"""The unit of work behind the job queue: image bytes + options -> GLB, with progress.
+
+Kept deliberately small (one class, one method) so a studio farm can host the same ``Worker`` in a
+Ray Serve deployment (one replica per GPU) and have the job manager call it remotely; the manager
+never touches generators directly.
+"""
+from __future__ import annotations
+
+import io
+import threading
+from typing import Any, Protocol
+
+from PIL import Image
+
+from propforge.errors import InputError
+from propforge.options import GenerateOptions
+from propforge.progress import ProgressCallback
+
+#: default pixel limit of an uploaded image (about 64 MP); bigger images are refused, not resized
+DEFAULT_MAX_PIXELS = 64 * 1024 * 1024
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Bytes -> fully decoded PIL image; InputError for corrupt data or images above ``max_pixels``."""
+    try:
+        from propforge.image import load_image  # the library's own intake, when present
+    except ImportError:
+        load_image = None
+    if load_image is not None:
+        try:
+            return load_image(data, max_pixels=max_pixels)
+        except TypeError:  # an older signature without max_pixels
+            pass
+    if not data:
+        raise InputError("image is empty (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            w, h = probe.size
+        if w * h > max_pixels:
+            raise InputError(f"image is {w}x{h} = {w * h} pixels, above the limit of {max_pixels}")
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except InputError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise InputError(f"image could not be decoded: {e}") from e
+    return img
+
+
+class Worker(Protocol):
+    """What the job manager calls. ``run`` may raise ``propforge.errors.Cancelled`` via ``progress``."""
+
+    def run(self, image: bytes, options: GenerateOptions, progress: ProgressCallback) -> "Any":
+        """Return a ``propforge.api.GlbResult`` (glb bytes + backend name)."""
+        ...
+
+    def model_version(self, backend: str) -> str:
+        """A string that changes whenever the same input could give a different GLB (result cache key)."""
+        ...
+
+
+class LocalWorker:
+    """Runs ``propforge.api.generate_glb`` in this process, keeping one loaded generator per backend.
+
+    One instance per GPU (or per CPU worker thread): a loaded TRELLIS.2 model is reused across jobs.
+    """
+
+    def __init__(self, device: str | None = None, model: str = "", max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        self.device = device
+        self.model = model
+        self.max_pixels = max_pixels
+        self._generators: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def _generator(self, backend: str) -> Any:
+        with self._lock:
+            if backend not in self._generators:
+                from propforge.generators import load_generator
+
+                kwargs: dict[str, Any] = {}
+                if backend == "trellis2":
+                    if self.model:
+                        kwargs["model"] = self.model
+                    if self.device:
+                        kwargs["device"] = self.device
+                self._generators[backend] = load_generator(backend, **kwargs)
+            return self._generators[backend]
+
+    def run(self, image: bytes, options: GenerateOptions, progress: ProgressCallback) -> Any:
+        from propforge.api import generate_glb
+
+        img = decode_image(image, self.max_pixels)
+        return generate_glb(img, options, progress=progress, generator=self._generator(options.backend),
+                            source_bytes=image)
+
+    def model_version(self, backend: str) -> str:
+        """Library version + model source; cheap (no model load), so submit never blocks on weights."""
+        import propforge
+
+        version = getattr(propforge, "__version__", "0")
+        return f"{backend}/{version}/{self.model if backend == 'trellis2' else ''}"
