@@ -18,8 +18,8 @@ Geometry, per spec §3.3 (face weight 1, boundary weight 0.2, regularisation 1e-
      over its 6 faces, 12 edges and 8 corners (all 26 solved as batched 3x3 systems).
 Attributes, per spec §3.4: each (triangle, voxel) pair of the same 4-voxel rule samples the material
 at the voxel centre projected onto the triangle plane. Deliberate deviations, both for quality:
-barycentrics are clamped to the triangle (upstream extrapolates, which reads texels of neighbouring
-atlas islands), and factors / vertex colours multiply base colour in linear space (glTF semantics)
+the sample point is the triangle's closest point to the voxel centre (upstream extrapolates the
+barycentrics beyond the triangle, which reads texels of neighbouring atlas islands), and factors / vertex colours multiply base colour in linear space (glTF semantics)
 before re-encoding to sRGB. Textures are sampled bilinearly with the sampler's wrap mode; no mip-maps.
 """
 from __future__ import annotations
@@ -298,12 +298,17 @@ def _qef_error(A: np.ndarray, b: np.ndarray, c: np.ndarray, v: np.ndarray) -> np
     return np.einsum("ki,kij,kj->k", v, A, v) + 2 * (b * v).sum(1) + c
 
 
-def solve_qef(Q: np.ndarray, lo: np.ndarray) -> np.ndarray:
-    """Minimise [v,1]ᵀQ[v,1] per voxel inside the box [lo, lo+1]^3 (grid units)."""
+def solve_qef(Q: np.ndarray, lo: np.ndarray, origin: np.ndarray) -> np.ndarray:
+    """Minimise [v,1]ᵀQ[v,1] per voxel inside the box [lo, lo+1]^3 (grid units).
+
+    Rank-revealing: eigenvalues below 1e-9 of the largest are dropped and the solution is the one
+    closest to ``origin`` (the mean crossing point) along those undetermined directions.
+    """
     A, b, c = _unpack(Q)
     w, U = np.linalg.eigh(A)
     inv = np.where(w > 1e-9 * np.maximum(w[:, -1:], 1e-30), 1.0 / np.where(w > 0, w, 1.0), 0.0)
-    v = np.einsum("kij,kj->ki", U * inv[:, None, :], np.einsum("kji,kj->ki", U, -b))
+    r = -b - np.einsum("kij,kj->ki", A, origin)
+    v = origin + np.einsum("kij,kj->ki", U * inv[:, None, :], np.einsum("kji,kj->ki", U, r))
     outside = ~((v >= lo - 1e-6) & (v <= lo + 1 + 1e-6)).all(1)
     if outside.any():
         v[outside] = _solve_in_box(A[outside], b[outside], c[outside], lo[outside].astype(np.float64))
@@ -408,14 +413,27 @@ def surface_attrs(mesh: TexturedMesh, face: np.ndarray, bary: np.ndarray) -> np.
 
 
 def _project_bary(tri: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Barycentrics of p projected onto each triangle's plane, clamped to the triangle."""
+    """Barycentrics of the point of each triangle closest to p (plane projection, else nearest edge)."""
     e0, e1, w = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], p - tri[:, 0]
     d00, d01, d11 = (e0 * e0).sum(1), (e0 * e1).sum(1), (e1 * e1).sum(1)
     d20, d21 = (w * e0).sum(1), (w * e1).sum(1)
     den = np.maximum(d00 * d11 - d01 * d01, 1e-30)
     l1, l2 = (d11 * d20 - d01 * d21) / den, (d00 * d21 - d01 * d20) / den
-    lam = np.clip(np.stack([1 - l1 - l2, l1, l2], 1), 0.0, None)
-    return lam / np.maximum(lam.sum(1, keepdims=True), 1e-30)
+    lam = np.stack([1 - l1 - l2, l1, l2], 1)
+    out = lam.min(1) < 0
+    if out.any():                                   # outside: closest point on the 3 edges
+        t3, p3 = tri[out], p[out]
+        best_d, best = np.full(len(t3), np.inf), np.zeros((len(t3), 3))
+        for i, k in ((0, 1), (1, 2), (2, 0)):
+            e = t3[:, k] - t3[:, i]
+            s = np.clip(((p3 - t3[:, i]) * e).sum(1) / np.maximum((e * e).sum(1), 1e-30), 0, 1)
+            d = np.linalg.norm(t3[:, i] + s[:, None] * e - p3, axis=1)
+            bary = np.zeros((len(t3), 3))
+            bary[:, i], bary[:, k] = 1 - s, s
+            better = d < best_d
+            best_d[better], best[better] = d[better], bary[better]
+        lam[out] = best
+    return lam
 
 
 def _attributes(soup: _Soup, meshes: Sequence[TexturedMesh], tri: np.ndarray, vox: np.ndarray,
@@ -514,7 +532,7 @@ def mesh_to_ovoxel(meshes: Sequence[TexturedMesh | Mesh] | TexturedMesh | Mesh, 
             Q[:, col] += rw
     Q[:, 6:9] -= rw[:, None] * mean
     Q[:, 9] += rw * (mean * mean).sum(1)
-    dual = solve_qef(Q, coords.astype(np.float64))
+    dual = solve_qef(Q, coords.astype(np.float64), mean)
     offsets = np.clip(dual - coords, 0.0, 1.0)
     attrs = _attributes(soup, meshes, np.repeat(tri, 4), inv.reshape(-1), coords)
     return OVoxel(coords.astype(np.int32), offsets.astype(np.float32), flags, attrs.astype(np.float32), R,
