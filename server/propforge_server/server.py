@@ -101,13 +101,13 @@ class PropForgeServer:
         self.grpc_port = self.grpc.port
         if cfg.http_port >= 0:
             bridge = HttpBridge(self.manager, cfg.token, cfg.max_upload_bytes)
-            self._runner = web.AppRunner(bridge.app, access_log=None, handle_signals=False)
+            self._runner = web.AppRunner(bridge.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
             await self._runner.setup()
             ssl_ctx = None
             if cfg.tls_cert:
                 ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
                 ssl_ctx.load_cert_chain(str(cfg.tls_cert), str(cfg.tls_key))
-            site = web.TCPSite(self._runner, cfg.host, cfg.http_port, ssl_context=ssl_ctx, shutdown_timeout=1.0)
+            site = web.TCPSite(self._runner, cfg.host, cfg.http_port, ssl_context=ssl_ctx)
             await site.start()
             self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         log.info("propforge serving gRPC on %s:%d, HTTP on %s:%d, backend %s, %d worker(s), store %s",

@@ -1,0 +1,235 @@
+"""Job manager machinery: queue bound, cancellation at the next step, deadlines, cache, recovery.
+
+The worker here is a small real ``Worker`` whose steps wait on a gate, so each test controls exactly
+when a job advances (the relief backend runs end to end in test_server_e2e.py).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from propforge.api import GlbResult
+from propforge.errors import InputError
+from propforge.options import GenerateOptions
+from propforge.progress import ProgressEvent
+from propforge_server.jobs import JobManager, JobNotFound, ManagerConfig, QueueFull, ResultNotReady
+from propforge_server.store import JobRecord, SQLiteJobStore
+
+
+def png(seed: int = 0, size: int = 16) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGBA", (size, size), (seed % 256, 80, 160, 255)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+class GatedWorker:
+    """Steps through 'shape' 1..n; each step waits until the test opens the gate (or it is already open)."""
+
+    def __init__(self, steps: int = 4, open_gate: bool = False) -> None:
+        self.steps = steps
+        self.gate = threading.Event()
+        if open_gate:
+            self.gate.set()
+        self.step_reached = threading.Semaphore(0)
+        self.runs = 0
+
+    def run(self, image: bytes, options: GenerateOptions, progress) -> GlbResult:
+        self.runs += 1
+        progress(ProgressEvent("prepare", 0.0))
+        for i in range(1, self.steps + 1):
+            self.step_reached.release()
+            assert self.gate.wait(20), "test never opened the gate"
+            progress(ProgressEvent("shape", i / (self.steps + 1), i, self.steps))
+        return GlbResult(glb=b"glTF" + hashlib.sha256(image + str(options.seed).encode()).digest(), backend="relief")
+
+    def model_version(self, backend: str) -> str:
+        return f"{backend}/gated"
+
+
+def make_manager(tmp_path: Path, worker: GatedWorker, **cfg) -> JobManager:
+    cfg.setdefault("backend", "relief")
+    mgr = JobManager(SQLiteJobStore(tmp_path / "store"), lambda i: worker, ManagerConfig(**cfg))
+    mgr.start()
+    return mgr
+
+
+def wait_state(mgr: JobManager, job_id: str, state: str, timeout: float = 20.0) -> JobRecord:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        job = mgr.get(job_id)
+        if job.state == state:
+            return job
+        time.sleep(0.01)
+    raise AssertionError(f"job {job_id} is {mgr.get(job_id).state}, expected {state}")
+
+
+def kinds(mgr: JobManager, job_id: str) -> list[str]:
+    return [e.kind for e in mgr.events_after(job_id)]
+
+
+def test_job_runs_and_events_are_gapless(tmp_path: Path) -> None:
+    mgr = make_manager(tmp_path, GatedWorker(open_gate=True))
+    try:
+        job = mgr.submit(png(), GenerateOptions())
+        events = list(mgr.iter_events(job.id, timeout=20))
+        assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+        assert events[0].kind == "queued" and events[-1].kind == "finished"
+        assert "stage_started" in kinds(mgr, job.id)
+        done = mgr.get(job.id)
+        path, size, sha = mgr.result(job.id)
+        assert done.state == "succeeded" and hashlib.sha256(path.read_bytes()).hexdigest() == sha == done.result_sha256
+        assert done.backend == "relief" and done.options["model"] == ""
+    finally:
+        mgr.stop()
+
+
+def test_queue_bound_refuses_with_queue_full(tmp_path: Path) -> None:
+    worker = GatedWorker()
+    mgr = make_manager(tmp_path, worker, max_queue=2)
+    try:
+        running = mgr.submit(png(1), GenerateOptions())
+        assert worker.step_reached.acquire(timeout=10)           # job 1 holds the only worker
+        q1, q2 = mgr.submit(png(2), GenerateOptions()), mgr.submit(png(3), GenerateOptions())
+        assert (mgr.get(q1.id).queue_position, mgr.get(q2.id).queue_position) == (1, 2)
+        with pytest.raises(QueueFull, match="queue is full"):
+            mgr.submit(png(4), GenerateOptions())
+        worker.gate.set()
+        for j in (running, q1, q2):
+            wait_state(mgr, j.id, "succeeded")
+        # q2 was told when it moved up
+        positions = [e.data["position"] for e in mgr.events_after(q2.id) if e.kind == "queued"]
+        assert positions[:2] == [2, 1]
+    finally:
+        worker.gate.set()
+        mgr.stop()
+
+
+def test_cancel_running_job_frees_worker_at_next_step(tmp_path: Path) -> None:
+    worker = GatedWorker(steps=50)
+    mgr = make_manager(tmp_path, worker)
+    try:
+        first = mgr.submit(png(1), GenerateOptions())
+        second = mgr.submit(png(2), GenerateOptions(seed=2))
+        assert worker.step_reached.acquire(timeout=10)
+        cancelled = mgr.cancel(first.id)
+        assert cancelled.state == "cancelled"                    # at once, not after the stage
+        assert mgr.get(second.id).state == "queued"
+        worker.gate.set()                                        # next step: the callback raises Cancelled
+        wait_state(mgr, second.id, "succeeded")
+        assert worker.runs == 2
+        assert kinds(mgr, first.id)[-1] == "cancelled"
+        with pytest.raises(ResultNotReady, match="cancelled"):
+            mgr.result(first.id)
+        assert mgr.cancel(first.id).state == "cancelled"         # terminal: unchanged
+    finally:
+        worker.gate.set()
+        mgr.stop()
+
+
+def test_cancel_queued_job_updates_positions(tmp_path: Path) -> None:
+    worker = GatedWorker()
+    mgr = make_manager(tmp_path, worker)
+    try:
+        mgr.submit(png(1), GenerateOptions())
+        assert worker.step_reached.acquire(timeout=10)
+        a, b = mgr.submit(png(2), GenerateOptions()), mgr.submit(png(3), GenerateOptions())
+        mgr.cancel(a.id)
+        assert mgr.get(b.id).queue_position == 1
+        assert worker.runs == 1
+    finally:
+        worker.gate.set()
+        mgr.stop()
+
+
+def test_deadline_fails_running_job_with_reason(tmp_path: Path) -> None:
+    worker = GatedWorker()
+    mgr = make_manager(tmp_path, worker)
+    try:
+        job = mgr.submit(png(), GenerateOptions(), deadline_seconds=0.3)
+        queued = mgr.submit(png(5), GenerateOptions(), deadline_seconds=0.3)
+        assert worker.step_reached.acquire(timeout=10)
+        failed = wait_state(mgr, job.id, "failed", timeout=10)
+        assert failed.error_code == "DEADLINE_EXCEEDED" and "deadline" in failed.error
+        assert wait_state(mgr, queued.id, "failed").error_code == "DEADLINE_EXCEEDED"
+        worker.gate.set()
+    finally:
+        worker.gate.set()
+        mgr.stop()
+
+
+def test_repeated_request_is_answered_from_cache(tmp_path: Path) -> None:
+    worker = GatedWorker(open_gate=True)
+    mgr = make_manager(tmp_path, worker)
+    try:
+        first = mgr.submit(png(), GenerateOptions(seed=1))
+        wait_state(mgr, first.id, "succeeded")
+        again = mgr.submit(png(), GenerateOptions(seed=1))
+        assert again.state == "succeeded" and again.cached and again.result_sha256 == mgr.get(first.id).result_sha256
+        assert kinds(mgr, again.id) == ["finished"]
+        other = mgr.submit(png(), GenerateOptions(seed=2))      # options are part of the key
+        assert not other.cached
+        wait_state(mgr, other.id, "succeeded")
+        assert worker.runs == 2
+    finally:
+        mgr.stop()
+
+
+def test_bad_input_is_refused_before_queueing(tmp_path: Path) -> None:
+    mgr = make_manager(tmp_path, GatedWorker(open_gate=True))
+    try:
+        with pytest.raises(InputError, match="image"):
+            mgr.submit(b"\x89PNG\r\n\x1a\n broken", GenerateOptions())
+        with pytest.raises(InputError, match="deadline"):
+            mgr.submit(png(), GenerateOptions(), deadline_seconds=-1)
+        with pytest.raises(JobNotFound):
+            mgr.get("0123abcd")
+        with pytest.raises(JobNotFound):
+            mgr.get("../../etc/passwd")
+        assert mgr.store.count_by_state() == {}
+    finally:
+        mgr.stop()
+
+
+def test_recovery_reruns_interrupted_jobs_then_gives_up(tmp_path: Path) -> None:
+    """A store left by a crashed server: one job RUNNING on its 1st attempt, one on its last, one queued."""
+    store = SQLiteJobStore(tmp_path / "store")
+    data = png(9)
+    sha = hashlib.sha256(data).hexdigest()
+    store.put_image(sha, data)
+    opts = GenerateOptions(backend="relief").to_dict()
+    now = time.time()
+    for jid, state, attempts in (("a1", "running", 1), ("b2", "running", 2), ("c3", "queued", 0)):
+        store.insert_job(JobRecord(id=jid, state=state, options=opts, backend="relief", image_sha256=sha,
+                                   created_at=now, attempts=attempts))
+    store.close()
+    mgr = make_manager(tmp_path, GatedWorker(open_gate=True), max_attempts=2)
+    try:
+        assert wait_state(mgr, "a1", "succeeded").attempts == 2
+        assert wait_state(mgr, "c3", "succeeded").attempts == 1
+        gave_up = mgr.get("b2")
+        assert gave_up.state == "failed" and gave_up.error_code == "ABORTED" and "server stopped" in gave_up.error
+        assert any("re-queued" in e.data.get("message", "") for e in mgr.events_after("a1"))
+    finally:
+        mgr.stop()
+
+
+def test_clean_stop_returns_running_job_to_queue(tmp_path: Path) -> None:
+    worker = GatedWorker()
+    mgr = make_manager(tmp_path, worker)
+    job = mgr.submit(png(), GenerateOptions())
+    assert worker.step_reached.acquire(timeout=10)
+    threading.Timer(0.2, worker.gate.set).start()
+    mgr.stop()
+    mgr.store.close()
+    again = make_manager(tmp_path, GatedWorker(open_gate=True))
+    try:
+        done = wait_state(again, job.id, "succeeded")
+        assert done.attempts == 1                                 # a clean stop is not a crash
+    finally:
+        again.stop()
