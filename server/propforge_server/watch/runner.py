@@ -76,15 +76,21 @@ class InProcessRunner:
 
 
 class RemoteRunner:
-    """Sends jobs to a `propforge serve` over gRPC (the GPU box); the server queues them."""
+    """Sends jobs to a `propforge serve` over gRPC (the GPU box); the server queues them.
+
+    When the watcher stops mid-job the remote job is left to finish: the server caches results by
+    image + options, so the resubmission after a restart is answered from its cache.
+    """
 
     default_workers = 2
 
     def __init__(self, address: str, token: str | None = None) -> None:
-        from propforge_server.client import PropForgeClient
+        from propforge_server.client import AuthError, PropForgeClient
 
         self.address = address
         self.client = PropForgeClient(address, token=token)
+        #: a wrong token stays wrong; server down / queue full / job errors are retried with backoff
+        self.permanent_errors = (AuthError,)
 
     def run(self, data: bytes, options: GenerateOptions, progress: ProgressCallback, name: str) -> RunResult:
         glb, job = self.client.generate(data, options, progress=progress, name=name)

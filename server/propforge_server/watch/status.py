@@ -24,7 +24,7 @@ def utc_iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 
 
-def write_status(output: Path, state: str, **fields: Any) -> dict[str, Any]:
+def write_status(output: Path, state: str, /, **fields: Any) -> dict[str, Any]:
     """Replace the status file of ``output`` with ``state`` + ``fields`` (None values dropped)."""
     if state not in STATES:
         raise ValueError(f"bad status state {state!r}")

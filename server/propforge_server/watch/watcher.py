@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from propforge.errors import BackendUnavailable, Cancelled, InputError, ModelLoadError
+from propforge.errors import BackendUnavailable, Cancelled, InputError, ModelLoadError, PropForgeError
 from propforge.fileio import write_atomic
 from propforge.options import GenerateOptions
 from propforge.progress import ProgressEvent
@@ -284,10 +284,11 @@ class Watcher:
                     return
                 try:
                     self._check_pending(rel, entry)
-                except Exception:
-                    log.exception("error checking %s", rel)
+                except Exception as e:  # a bug must not stall the image silently
+                    log.exception("internal error checking %s", rel)
                     with self._cv:
                         self._pending.pop(rel, None)
+                    self._fail(rel, 1, f"internal error: {e}", permanent=True)
             with self._cv:
                 self._cv.notify_all()
                 if self._stopping.is_set():
@@ -486,11 +487,10 @@ class Watcher:
                 return
             self._fail(rel, attempt, f"cancelled: {e}", permanent=True, sha=sha, osha=osha)
             return
-        except PERMANENT_ERRORS as e:
-            self._fail(rel, attempt, str(e), permanent=True, sha=sha, osha=osha)
-            return
         except Exception as e:
-            self._fail(rel, attempt, f"{type(e).__name__}: {e}", permanent=False, sha=sha, osha=osha)
+            permanent = isinstance(e, PERMANENT_ERRORS + tuple(getattr(self.runner, "permanent_errors", ())))
+            reason = str(e) if isinstance(e, PropForgeError) else f"{type(e).__name__}: {e}"
+            self._fail(rel, attempt, reason, permanent=permanent, sha=sha, osha=osha)
             return
         self._finish(rel, attempt, sha, osha, opts, result.glb, time.time() - t0, backend=result.backend)
 
@@ -554,7 +554,7 @@ class Watcher:
         log.error("failed %s: %s", rel, reason)
 
     # ---------------------------------------------------------------- small helpers
-    def _write_status(self, out: Path, state: str, **fields: Any) -> None:
+    def _write_status(self, out: Path, state: str, /, **fields: Any) -> None:
         if self.layout.engine == UNITY:
             ensure_asset_meta(self.layout.root, status_path(out))
         write_status(out, state, **fields)

@@ -1,0 +1,406 @@
+"""Watch mode end to end: real watchdog observers on temp Unity and Godot project trees, the real
+relief generator (tiny images, small budgets so CI stays fast), the Khronos validator on the GLBs.
+
+Every test also checks that the watcher never touched a source image (bytes and mtime).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import make_cutout
+from propforge_server.watch import WatchConfig, Watcher, project_layout, read_status, stable_guid
+
+FAST = {"backend": "relief", "export": {"faces": 300, "texture_size": 128}}
+
+
+def png(seed: int, size: int = 48, shape: str = "disc") -> bytes:
+    buf = io.BytesIO()
+    make_cutout(size, shape=shape, seed=seed).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def wait_for(pred, timeout: float = 60.0, what: str = "condition"):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+class Project:
+    """A temp game project plus the watchers started on it, and a record of every dropped source."""
+
+    def __init__(self, root: Path, engine: str) -> None:
+        if engine == "unity":
+            (root / "Assets").mkdir(parents=True)
+            (root / "ProjectSettings").mkdir()
+        else:
+            root.mkdir(parents=True)
+            (root / "project.godot").write_text("config_version=5\n")
+        self.layout = project_layout(root)
+        self.watchers: list[Watcher] = []
+        self.sources: dict[Path, tuple[str, int]] = {}
+
+    def start(self, **config) -> Watcher:
+        cfg = dict(options=FAST, settle_s=0.2, incomplete_timeout_s=2.0, retry_base_s=0.2)
+        cfg.update(config)
+        w = Watcher(self.layout, WatchConfig(**cfg)).start()
+        self.watchers.append(w)
+        return w
+
+    def drop(self, rel: str, data: bytes) -> Path:
+        """Write a file into the drop folder the way a file manager copy does (open, write, close)."""
+        path = self.layout.drop / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        self.record(path)
+        return path
+
+    def record(self, path: Path) -> None:
+        self.sources[path] = (sha(path.read_bytes()), path.stat().st_mtime_ns)
+
+    def out(self, rel: str) -> Path:
+        return self.layout.output_path(rel)
+
+    def status(self, rel: str) -> dict:
+        return read_status(self.out(rel)) or {}
+
+    def wait_state(self, rel: str, states=("done", "failed"), timeout: float = 90.0) -> dict:
+        return wait_for(lambda: self.status(rel) if self.status(rel).get("state") in states else None,
+                        timeout, f"{rel} to reach {states}")
+
+    def runs(self, w: Watcher, rel: str | None = None, kind: str | None = None) -> list[dict]:
+        return [r for r in w.db.runs(rel) if kind is None or r["kind"] == kind]
+
+    def check_sources_untouched(self) -> None:
+        for path, (digest, mtime) in self.sources.items():
+            if path.exists():
+                assert sha(path.read_bytes()) == digest, f"{path} was modified"
+                assert path.stat().st_mtime_ns == mtime, f"{path} mtime changed"
+
+    def close(self) -> None:
+        for w in self.watchers:
+            w.stop()
+
+
+@pytest.fixture
+def project(tmp_path):
+    made: list[Project] = []
+
+    def make(engine: str = "unity", name: str = "game") -> Project:
+        p = Project(tmp_path / name, engine)
+        made.append(p)
+        return p
+
+    yield make
+    for p in made:
+        p.close()
+    for p in made:
+        p.check_sources_untouched()
+
+
+def validate_all(paths: list[Path], assert_valid_glb) -> None:
+    """One validator run for many files (node start-up is the slow part)."""
+    from propforge.validate import validate_files
+
+    assert_valid_glb(paths[0])
+    for path, rep in zip(paths, validate_files(paths)):
+        assert rep.num_errors == 0, f"{path}: {rep.errors}"
+
+
+# ---------------------------------------------------------------------------------------------
+def test_unity_drop_makes_valid_glb_meta_first_and_status_done(project, assert_valid_glb):
+    from watchdog.events import FileSystemEventHandler
+    from watchdog.observers import Observer
+
+    p = project("unity")
+    w = p.start()
+    seen: list[str] = []            # order of appearance in the output folder
+    problems: list[str] = []
+
+    class Spy(FileSystemEventHandler):
+        def on_any_event(self, ev):
+            path = Path(os.fsdecode(getattr(ev, "dest_path", "") or ev.src_path))
+            if ev.event_type not in ("created", "moved") or path.name.startswith("."):
+                return
+            seen.append(path.name)
+            if path.name == "barrel.glb" and not path.with_name("barrel.glb.meta").exists():
+                problems.append("GLB appeared before its .meta")
+            if path.name.endswith(".status.json"):
+                try:
+                    json.loads(path.read_text())
+                except FileNotFoundError:
+                    pass
+                except ValueError:
+                    problems.append("half-written status file")
+
+    spy = Observer()
+    spy.schedule(Spy(), str(p.layout.output), recursive=True)
+    spy.start()
+    try:
+        data = png(1)
+        p.drop("barrel.png", data)
+        st = p.wait_state("barrel.png")
+        time.sleep(0.3)
+    finally:
+        spy.stop()
+        spy.join()
+    assert st["state"] == "done", st
+    out = p.out("barrel.png")
+    assert_valid_glb(out)
+    assert st["source"] == "Assets/PropForge/Drop/barrel.png"
+    assert st["output"] == "Assets/PropForge/Generated/barrel.glb"
+    assert st["source_sha256"] == sha(data) and st["output_sha256"] == sha(out.read_bytes())
+    assert st["backend"] == "relief" and st["options"]["export"]["faces"] == 300
+    meta = out.with_name("barrel.glb.meta").read_text()
+    assert f"guid: {stable_guid('Assets/PropForge/Generated/barrel.glb')}" in meta
+    assert not problems, problems
+    assert seen.index("barrel.glb.meta") < seen.index("barrel.glb"), seen
+    assert len(p.runs(w, "barrel.png", "generated")) == 1
+
+
+def test_godot_nested_folders_are_mirrored_without_meta(project, assert_valid_glb):
+    p = project("godot")
+    w = p.start()
+    p.drop("props/crates/crate.png", png(2, shape="L"))
+    p.drop("notes.txt", b"not an image")
+    st = p.wait_state("props/crates/crate.png")
+    assert st["state"] == "done" and st["output"] == "propforge/generated/props/crates/crate.glb"
+    assert_valid_glb(p.out("props/crates/crate.glb"))
+    assert not list(p.layout.output.rglob("*.meta"))
+    assert (p.layout.root / ".godot" / "propforge" / "watch.db").is_file()
+    assert not (p.layout.output / "notes.glb").exists()
+    assert w.stats["generated"] == 1
+
+
+def test_burst_of_30(project, assert_valid_glb, caplog):
+    caplog.set_level(logging.INFO, logger="propforge.watch")
+    p = project("unity")
+    w = p.start()
+    names = [f"burst/img_{i:02d}.png" for i in range(30)]
+    for i, name in enumerate(names):
+        p.drop(name, png(100 + i, size=40))
+    p.drop("burst/readme.txt", b"hello")
+    (p.layout.drop / "burst/readme.txt").write_bytes(b"hello again")   # still one log line
+    p.record(p.layout.drop / "burst/readme.txt")
+    for name in names:
+        assert p.wait_state(name, timeout=180)["state"] == "done", name
+    assert w.wait_idle(30)
+    validate_all([p.out(n) for n in names], assert_valid_glb)
+    runs = p.runs(w, kind="generated")
+    assert sorted(r["source"] for r in runs) == names          # each exactly once
+    ignored = [r for r in caplog.records if "ignoring" in r.getMessage() and "readme.txt" in r.getMessage()]
+    assert len(ignored) == 1
+
+
+def test_partial_writes_wait_for_the_whole_file(project):
+    p = project("godot")
+    w = p.start(settle_s=0.15, incomplete_timeout_s=5.0)
+    one, two = png(7, size=64), png(8, size=64)
+    a, b = p.layout.drop / "slow_one_handle.png", p.layout.drop / "slow_reopened.png"
+    chunks = 4
+    with open(a, "wb") as fa:
+        for k in range(chunks):
+            lo, hi = len(one) * k // chunks, len(one) * (k + 1) // chunks
+            fa.write(one[lo:hi])
+            fa.flush()
+            os.fsync(fa.fileno())
+            lo, hi = len(two) * k // chunks, len(two) * (k + 1) // chunks
+            with open(b, "ab") as fb:      # a writer that reopens for every chunk
+                fb.write(two[lo:hi])
+            time.sleep(0.5)                # longer than settle_s: size is "stable" between chunks
+    p.record(a)
+    p.record(b)
+    for rel, data in (("slow_one_handle.png", one), ("slow_reopened.png", two)):
+        st = p.wait_state(rel)
+        assert st["state"] == "done" and st["source_sha256"] == sha(data), st
+        assert [r["kind"] for r in p.runs(w, rel)] == ["generated"]
+
+
+def test_duplicate_images_make_one_job(project):
+    p = project("unity")
+    w = p.start()
+    data = png(3)
+    p.drop("a.png", data)
+    assert p.wait_state("a.png")["state"] == "done"
+    p.drop("copy_of_a.png", data)
+    p.drop("sub/a.png", data)
+    assert p.wait_state("copy_of_a.png")["deduplicated_from"] == "a.png"
+    assert p.wait_state("sub/a.png")["state"] == "done"
+    glb = p.out("a.png").read_bytes()
+    assert p.out("copy_of_a.png").read_bytes() == glb == p.out("sub/a.png").read_bytes()
+    # dropping the same bytes again (overwrite) is not a new job either
+    mtime = p.out("a.png").stat().st_mtime_ns
+    p.drop("a.png", data)
+    wait_for(lambda: w.stats["skipped"] >= 1, 20, "the re-dropped image to be skipped")
+    assert w.wait_idle(20)
+    assert len(p.runs(w, kind="generated")) == 1 and len(p.runs(w, kind="copied")) == 2
+    assert p.out("a.png").stat().st_mtime_ns == mtime
+
+
+def test_sidecar_edits_regenerate(project):
+    p = project("godot")
+    w = p.start()
+    p.drop("props/a.png", png(4))
+    p.drop("props/b.png", png(5))
+    first = p.wait_state("props/a.png")
+    p.wait_state("props/b.png")
+    # per-image sidecar: only a.png reruns, with the new face budget
+    (p.layout.drop / "props/a.png.propforge.json").write_text(json.dumps({"export": {"faces": 150}}))
+    st = wait_for(lambda: p.status("props/a.png") if p.status("props/a.png").get("options_sha256") !=
+                  first["options_sha256"] and p.status("props/a.png")["state"] == "done" else None,
+                  60, "a.png to be regenerated")
+    assert st["options"]["export"]["faces"] == 150 and st["output_sha256"] != first["output_sha256"]
+    # folder sidecar: every image of the folder reruns
+    (p.layout.drop / "props/propforge.json").write_text(json.dumps({"seed": 9}))
+    wait_for(lambda: all(p.status(r).get("options", {}).get("seed") == 9 and p.status(r)["state"] == "done"
+                         for r in ("props/a.png", "props/b.png")), 60, "the folder to be regenerated")
+    assert [r["kind"] for r in p.runs(w, "props/a.png")] == ["generated"] * 3
+    assert [r["kind"] for r in p.runs(w, "props/b.png")] == ["generated"] * 2
+    # rewriting a sidecar with the same content changes nothing
+    (p.layout.drop / "props/propforge.json").write_text(json.dumps({"seed": 9}))
+    time.sleep(1.0)
+    assert w.wait_idle(30)
+    assert len(p.runs(w, kind="generated")) == 5
+
+
+def test_stop_mid_burst_and_restart_does_each_image_once(project, assert_valid_glb):
+    p = project("unity")
+    w = p.start()
+    names = [f"img_{i}.png" for i in range(10)]
+    for i, name in enumerate(names):
+        p.drop(name, png(200 + i, size=40))
+    wait_for(lambda: len(p.runs(w, kind="generated")) >= 2, 120, "two images done")
+    w.stop()
+    done_first = {n for n in names if p.status(n).get("state") == "done"}
+    assert 2 <= len(done_first) < len(names), "the burst should be cut in the middle"
+    for n in names:      # nothing half-made: a GLB exists only for images whose status is done
+        assert p.out(n).exists() == (n in done_first), n
+        assert p.status(n)["state"] in ("done", "queued"), p.status(n)
+    mtimes = {n: p.out(n).stat().st_mtime_ns for n in done_first}
+
+    w2 = p.start()
+    for n in names:
+        assert p.wait_state(n, timeout=120)["state"] == "done"
+    assert w2.wait_idle(30)
+    runs = p.runs(w2, kind="generated")
+    assert sorted(r["source"] for r in runs) == sorted(names), "every image generated exactly once"
+    assert {n: p.out(n).stat().st_mtime_ns for n in done_first} == mtimes
+    validate_all([p.out(n) for n in names], assert_valid_glb)
+
+
+def test_bad_inputs_fail_with_reason_and_the_watcher_keeps_going(project):
+    p = project("godot")
+    w = p.start(incomplete_timeout_s=1.5)
+    p.drop("garbage.png", os.urandom(3000))
+    p.drop("cut_off.png", png(6, size=64)[:700])
+    p.drop("bad_options.png", png(11))
+    (p.layout.drop / "bad_options.png.propforge.json").write_text('{"export": {"faces": 3}}')
+    p.drop("fine.png", png(12))
+    assert p.wait_state("fine.png")["state"] == "done"
+    g = p.wait_state("garbage.png")
+    assert g["state"] == "failed" and "not an image" in g["error"] and g["attempt"] == 1
+    c = p.wait_state("cut_off.png", timeout=30)
+    assert c["state"] == "failed" and "truncated" in c["error"]
+    b = p.wait_state("bad_options.png")
+    assert b["state"] == "failed" and "faces" in b["error"] and "bad_options.png.propforge.json" in b["error"]
+    assert not p.out("garbage.png").exists() and not p.out("cut_off.png").exists()
+    # fixing the sidecar fixes the image
+    (p.layout.drop / "bad_options.png.propforge.json").write_text('{"export": {"faces": 200}}')
+    assert p.wait_state("bad_options.png", ("done",))["options"]["export"]["faces"] == 200
+    assert w.stats["failed"] >= 3
+
+
+def test_server_down_is_retried_with_backoff_then_failed(project):
+    import socket
+
+    from propforge_server.watch import RemoteRunner
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()                                     # nothing listens there
+    p = project("godot")
+    w = Watcher(p.layout, WatchConfig(options=FAST, settle_s=0.2, retry_base_s=0.2, max_attempts=3),
+                RemoteRunner(f"127.0.0.1:{port}"))
+    p.watchers.append(w.start())
+    p.drop("a.png", png(13))
+    st = p.wait_state("a.png", ("failed",), timeout=60)
+    assert st["attempt"] == 3 and "cannot reach the propforge server" in st["error"], st
+    assert [r["kind"] for r in p.runs(w, "a.png")] == ["failed"]
+
+
+def test_deleting_or_renaming_a_source_keeps_outputs(project):
+    p = project("unity")
+    w = p.start()
+    p.drop("a.png", png(14))
+    p.drop("b.png", png(15))
+    p.wait_state("a.png")
+    p.wait_state("b.png")
+    a_glb = p.out("a.png").read_bytes()
+    (p.layout.drop / "a.png").unlink()
+    wait_for(lambda: p.status("a.png").get("source_deleted"), 20, "a.png's status to note the deletion")
+    assert p.out("a.png").read_bytes() == a_glb and p.out("a.png").with_name("a.glb.meta").exists()
+    (p.layout.drop / "b.png").rename(p.layout.drop / "c.png")
+    p.record(p.layout.drop / "c.png")
+    assert p.wait_state("c.png")["deduplicated_from"] == "b.png"     # a rename costs no generation
+    assert p.out("b.png").exists()
+    assert len(p.runs(w, kind="generated")) == 2
+
+
+def test_delete_outputs_when_configured(project):
+    p = project("unity")
+    p.start(delete_outputs=True)
+    p.drop("a.png", png(16))
+    p.wait_state("a.png")
+    out = p.out("a.png")
+    (p.layout.drop / "a.png").unlink()
+    wait_for(lambda: not out.exists(), 20, "the output to be removed")
+    wait_for(lambda: not out.with_name("a.glb.meta").exists() and not out.with_name("a.glb.status.json").exists(),
+             20, "meta and status to be removed")
+
+
+def test_second_watcher_on_same_project_is_refused(project):
+    from propforge.errors import PropForgeError
+
+    p = project("godot")
+    p.start()
+    with pytest.raises(PropForgeError, match="already running"):
+        Watcher(p.layout, WatchConfig(options=FAST)).start()
+
+
+def test_cli_once_then_restart_skips_done_work(project, tmp_path):
+    import subprocess
+    import sys
+
+    p = project("godot")
+    p.drop("x.png", png(17))
+    p.drop("y/z.png", png(18))
+    cmd = [sys.executable, "-m", "propforge_server.cli", "watch", str(p.layout.root), "--once",
+           "--backend", "relief", "--faces", "300", "--texture-size", "128"]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert "2 generated" in first.stderr
+    assert p.status("x.png")["state"] == "done" and p.status("y/z.png")["state"] == "done"
+    mtime = p.out("x.png").stat().st_mtime_ns
+    p.drop("broken.png", b"\x89PNG\r\n\x1a\n not really")
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 1, second.stderr                    # an image failed
+    assert "0 generated" in second.stderr and "1 failed" in second.stderr
+    assert "broken.png" in second.stderr and "Traceback" not in second.stderr
+    assert p.out("x.png").stat().st_mtime_ns == mtime
