@@ -33,8 +33,12 @@ def default_store_dir() -> Path:
     return Path(base) / "propforge" / "server"
 
 
-def default_workers() -> int:
-    """One worker per CUDA GPU; one CPU worker otherwise (the relief generator uses all cores itself)."""
+def default_workers(backend: str = "auto") -> int:
+    """One worker per CUDA GPU; one CPU worker otherwise (the relief generator uses all cores itself).
+
+    A relief-only server never imports torch (seconds of start-up on a small machine)."""
+    if backend == "relief":
+        return 1
     try:
         import torch
 
@@ -69,7 +73,7 @@ class PropForgeServer:
         self.config = config
         if bool(config.tls_cert) != bool(config.tls_key):
             raise ValueError("TLS needs both --tls-cert and --tls-key")
-        workers = config.workers or default_workers()
+        workers = config.workers or default_workers(config.backend)
         self.store = SQLiteJobStore(config.store)
         factory = worker_factory or self._local_worker
         self.manager = JobManager(self.store, factory, ManagerConfig(
@@ -82,15 +86,7 @@ class PropForgeServer:
         self.http_port = 0
 
     def _local_worker(self, index: int) -> Worker:
-        device = None
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                device = f"cuda:{index % torch.cuda.device_count()}"
-        except ImportError:
-            pass
-        return LocalWorker(device=device, model=self.config.model, max_pixels=self.config.max_pixels)
+        return LocalWorker(index=index, model=self.config.model, max_pixels=self.config.max_pixels)
 
     async def start(self) -> None:
         cfg = self.config

@@ -47,6 +47,27 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     return img
 
 
+def _gpu_for(index: int) -> str | None:
+    """Worker i uses GPU i (mod the GPU count): one worker per GPU."""
+    import torch
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return f"cuda:{index % n}" if n else None
+
+
+def _accepts(backend: str, name: str) -> bool:
+    """Whether the backend's constructor takes keyword ``name`` (device placement is optional)."""
+    import inspect
+
+    from propforge import generators
+
+    try:
+        params = inspect.signature(generators._factory(backend)).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
 class Worker(Protocol):
     """What the job manager calls. ``run`` may raise ``propforge.errors.Cancelled`` via ``progress``."""
 
@@ -65,7 +86,9 @@ class LocalWorker:
     One instance per GPU (or per CPU worker thread): a loaded TRELLIS.2 model is reused across jobs.
     """
 
-    def __init__(self, device: str | None = None, model: str = "", max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    def __init__(self, index: int = 0, model: str = "", max_pixels: int = DEFAULT_MAX_PIXELS,
+                 device: str | None = None) -> None:
+        self.index = index
         self.device = device
         self.model = model
         self.max_pixels = max_pixels
@@ -81,8 +104,9 @@ class LocalWorker:
                 if backend == "trellis2":
                     if self.model:
                         kwargs["model"] = self.model
-                    if self.device:
-                        kwargs["device"] = self.device
+                    device = self.device or _gpu_for(self.index)
+                    if device and _accepts(backend, "device"):
+                        kwargs["device"] = device
                 self._generators[backend] = load_generator(backend, **kwargs)
             return self._generators[backend]
 
