@@ -102,7 +102,7 @@ def spconv_impls():
 
 
 def run(out_dir: Path, data: Path, channels: list[int], dtypes: list[str], limit: int | None,
-        torch_ref_max: int) -> None:
+        torch_ref_max: int, bf16_channels: list[int]) -> None:
     import torch
     import triton
     from propforge.sparse import build_neighbor_map, sparse_conv3d_torch
@@ -118,6 +118,7 @@ def run(out_dir: Path, data: Path, channels: list[int], dtypes: list[str], limit
     print(f"dense bf16 8192^3 GEMM: {peak:.0f} TFLOP/s", flush=True)
     del a
     impls = spconv_impls()
+    out_dir.mkdir(parents=True, exist_ok=True)
     results = {"env": env, "dense_peak_tflops": peak, "maps": [], "convs": []}
     for name, x in load_structures(data, dev, limit):
         n = len(x)
@@ -135,9 +136,7 @@ def run(out_dir: Path, data: Path, channels: list[int], dtypes: list[str], limit
         print(json.dumps(m), flush=True)
         x.cache["neighbor_map"] = nbr
         for c in channels:
-            if n * c * 27 * 2 > 40e9:
-                continue
-            for dn in dtypes:
+            for dn in (dtypes if c in bf16_channels or not bf16_channels else [d for d in dtypes if d != "bfloat16"]):
                 dt = getattr(torch, dn)
                 g = torch.Generator(device=dev).manual_seed(n + c)
                 f = torch.randn(n, c, device=dev, dtype=dt, generator=g)
@@ -170,6 +169,7 @@ def run(out_dir: Path, data: Path, channels: list[int], dtypes: list[str], limit
                         rec[f"{iname}_error"] = f"{type(e).__name__}: {e}"[:300]
                 results["convs"].append(rec)
                 print(json.dumps(rec), flush=True)
+                (out_dir / "sparse_conv.json").write_text(json.dumps(results, indent=1))
                 del f, w, b, y
         torch.cuda.empty_cache()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -217,12 +217,14 @@ def main() -> None:
     r.add_argument("--channels", type=int, nargs="+", default=[64, 128, 256, 512, 1024])
     r.add_argument("--dtypes", nargs="+", default=["float16", "bfloat16"])
     r.add_argument("--limit", type=int, default=None, help="skip structures with more voxels")
+    r.add_argument("--bf16-channels", type=int, nargs="*", default=[],
+                   help="run bfloat16 only at these channel counts (default: all)")
     r.add_argument("--torch-ref-max", type=int, default=300_000, help="check vs torch fp32 up to this N")
     args = ap.parse_args()
     if args.cmd == "prepare":
         prepare(args.out)
     else:
-        run(args.out, args.data, args.channels, args.dtypes, args.limit, args.torch_ref_max)
+        run(args.out, args.data, args.channels, args.dtypes, args.limit, args.torch_ref_max, args.bf16_channels)
 
 
 if __name__ == "__main__":

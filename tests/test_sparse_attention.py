@@ -59,3 +59,18 @@ def test_bad_offsets_are_rejected():
         varlen_attention(q, q, q, torch.tensor([0, 4, 7]), cu)
     with pytest.raises(InputError, match="samples"):
         varlen_attention(q, q, q, cu, torch.tensor([0, 8]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_varlen_attention_on_gpu_half_precision(dtype):
+    lq = [1000, 0, 2100, 37]
+    q, cu = packed(lq, 4, 128, 11)
+    k, _ = packed(lq, 4, 128, 12)
+    v, _ = packed(lq, 4, 128, 13)
+    out = varlen_attention(*(t.cuda().to(dtype) for t in (q, k, v)), cu.cuda(), cu.cuda())
+    assert out.dtype == dtype
+    for a, b in zip(cu.tolist(), cu.tolist()[1:]):
+        if b > a:
+            ref = naive(q[a:b], k[a:b], v[a:b])
+            assert float((out[a:b].double().cpu() - ref).norm() / ref.norm()) < 1e-2

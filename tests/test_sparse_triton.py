@@ -43,9 +43,9 @@ SMALL = [  # (counts per batch item, extent, Ci, Co, block_m, config)
     ([150, 140], 7, 40, 33, 32, {"BN": 32, "BK": 16, "GROUP_M": 4}),          # 3 K-tiles, 2 N-tiles, borders
     ([1, 0, 2], 2, 5, 7, 16, {"BN": 16, "BK": 16, "GROUP_M": 1}),              # almost empty
 ]
-LARGE = [
-    ([40000, 0, 9000], 48, 64, 64, None, None),
-    ([30000], 40, 96, 160, None, None),
+LARGE = [  # pinned configs keep GPU test time low; the last case goes through the autotuner
+    ([40000, 0, 9000], 48, 64, 64, 64, {"BN": 64, "BK": 32, "GROUP_M": 8, "num_warps": 4, "num_stages": 3}),
+    ([30000], 40, 96, 160, 128, {"BN": 128, "BK": 32, "GROUP_M": 8, "num_warps": 8, "num_stages": 3}),
     ([60000, 25000], 64, 256, 256, None, None),
 ]
 

@@ -41,7 +41,7 @@ def plan_efficiency(nbr: torch.Tensor, block_m: int) -> float:
 
 if triton is not None:
     @triton.jit
-    def _conv_kernel(feats, nbr, weight, bias, out, order, blk_off, blk_cnt, N, CI, CO,
+    def _conv_kernel(feats, nbr, weight, bias, out, order, blk_off, blk_cnt, N, CI, CO, N_BUCKET,
                      HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr, BM: tl.constexpr,
                      BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr):
         # grouped launch order: GROUP_M row blocks share the weight tiles while they sit in L2
@@ -90,7 +90,7 @@ if triton is not None:
             cfgs.append(triton.Config({"BN": bn, "BK": bk, "GROUP_M": 8}, num_warps=w, num_stages=s))
         return cfgs
 
-    _tuned = {bm: triton.autotune(configs=_configs(bm), key=["CI", "CO", "HAS_BIAS", "PRECISION"])(_conv_kernel)
+    _tuned = {bm: triton.autotune(configs=_configs(bm), key=["N_BUCKET", "CI", "CO", "HAS_BIAS", "PRECISION"])(_conv_kernel)
               for bm in (64, 128)}
 
 
@@ -136,7 +136,8 @@ def sparse_conv3d_triton(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.T
         raise ValueError(f"out must be a contiguous [{n}, {co}] {feats.dtype} tensor")
     precision = "tf32" if (feats.dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
                            and not interpreting()) else "ieee"
-    args = (feats, nbr, weight, bias if bias is not None else weight, out, order, offsets, count, n, ci, co)
+    bucket = max(0, n.bit_length() - 14)   # autotune again per ×2 of N above 16k rows (tile choice)
+    args = (feats, nbr, weight, bias if bias is not None else weight, out, order, offsets, count, n, ci, co, bucket)
     if config is None and (interpreting() or bm not in (64, 128) or not feats.is_cuda):
         config = {"BN": _pow2_at_least(co, 16, 64), "BK": _pow2_at_least(ci, 16, 32), "GROUP_M": 4}
     if config is not None:
