@@ -38,8 +38,8 @@ PLUGIN_REQUESTS = [
     ('"/v1/jobs/%s"', "propforge_job.gd"),
     ("HTTPClient.METHOD_DELETE", "propforge_job.gd"),
     ('"Authorization: Bearer "', "propforge_client.gd"),
-    ('name=\\"image\\"; filename=\\"%s\\"', "propforge_client.gd"),
-    ('name=\\"options\\"', "propforge_client.gd"),
+    ('form-data; name="image"; filename="%s"', "propforge_client.gd"),
+    ('form-data; name="options"', "propforge_client.gd"),
 ]
 PLUGIN_READS = {  # response fields the GDScript reads (ev.get / d.get / headers.get), by file
     "propforge_job.gd": ["id", "sequence", "position", "stage", "step", "total", "fraction", "etaSeconds",
