@@ -44,7 +44,7 @@ def validate_files(paths: list[str | os.PathLike]) -> list[ValidationReport]:
     out = []
     for line in proc.stdout.splitlines():
         d = json.loads(line)
-        out.append(ValidationReport(d["numErrors"], d["numWarnings"], d["errors"], d["warnings"], d["info"]))
+        out.append(ValidationReport(d["numErrors"], d["numWarnings"], d["errors"], d["warnings"], d.get("info") or {}))
     return out
 
 

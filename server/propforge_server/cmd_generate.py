@@ -123,6 +123,7 @@ class Reporter:
         self.out, self.err = stdout, stderr
         self.bar = not as_json and stderr.isatty()
         self._last = 0.0
+        self._stage = ""
 
     def emit(self, event: dict[str, Any]) -> None:
         print(json.dumps(event, sort_keys=False), file=self.out, flush=True)
@@ -132,9 +133,9 @@ class Reporter:
             if self.as_json:
                 self.emit({"event": "progress", "image": image, "backend": backend, **ev.to_dict()})
             elif self.bar:
-                now = time.monotonic()
-                if now - self._last >= 0.1 or ev.fraction >= 1.0:
-                    self._last = now
+                now = time.monotonic()   # redraw on every new stage, else at most 10 times a second
+                if ev.stage != self._stage or now - self._last >= 0.1 or ev.fraction >= 1.0:
+                    self._last, self._stage = now, ev.stage
                     self._draw(image, backend, ev)
         return cb
 

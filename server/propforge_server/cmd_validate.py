@@ -29,7 +29,10 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{f}: file not found" if not path.exists() else f"{f}: not a file")
     if not validator_available():
         raise BackendUnavailable("the glTF validator is not installed: run `npm install` in tools/gltf_validator")
-    reports = validate_files(args.files)
+    try:
+        reports = validate_files(args.files)
+    except RuntimeError as e:          # node itself failed: say so in one line
+        raise BackendUnavailable(str(e)) from None
     bad = 0
     for f, rep in zip(args.files, reports):
         bad += not rep.ok
