@@ -202,8 +202,8 @@ def test_bad_inputs():
 
 def test_resolution_follows_image_size():
     assert choose_resolution(200, 150) == 128
+    assert choose_resolution(300, 380) == 192
     assert choose_resolution(1024, 1024) == 256
-    assert choose_resolution(768, 300) == 192
     assert choose_resolution(4000, 4000) == 256
 
 

@@ -56,12 +56,12 @@ class ReliefParams:
 
 
 def choose_resolution(width: int, height: int) -> int:
-    """Voxel grid from the cut-out size: about 4 image pixels per voxel, 128..256, multiple of 16.
+    """Voxel grid from the cut-out size: about 2 image pixels per voxel, 128..256, multiple of 16.
 
-    Detail finer than a voxel cannot survive the O-Voxel, and 256 keeps a 1024 px image -> GLB job
-    within the CPU time budget (benchmarks/relief_bench.py).
+    Colour detail finer than a voxel cannot survive the O-Voxel, so small grids blur the texture;
+    256 is where the relief's own cost stays well under a second (benchmarks/relief_bench.py).
     """
-    r = int(round(max(width, height) / 4 / 16)) * 16
+    r = int(round(max(width, height) / 2 / 16)) * 16
     return int(min(max(r, 128), 256))
 
 
