@@ -131,6 +131,7 @@ def test_unity_drop_makes_valid_glb_meta_first_and_status_done(project, assert_v
     p = project("unity")
     w = p.start()
     seen: list[str] = []            # order of appearance in the output folder
+    states: list[str] = []          # status states read back as the file was replaced
     problems: list[str] = []
 
     class Spy(FileSystemEventHandler):
@@ -143,7 +144,7 @@ def test_unity_drop_makes_valid_glb_meta_first_and_status_done(project, assert_v
                 problems.append("GLB appeared before its .meta")
             if path.name.endswith(".status.json"):
                 try:
-                    json.loads(path.read_text())
+                    states.append(json.loads(path.read_text())["state"])
                 except FileNotFoundError:
                     pass
                 except ValueError:
@@ -171,6 +172,9 @@ def test_unity_drop_makes_valid_glb_meta_first_and_status_done(project, assert_v
     assert f"guid: {stable_guid('Assets/PropForge/Generated/barrel.glb')}" in meta
     assert not problems, problems
     assert seen.index("barrel.glb.meta") < seen.index("barrel.glb"), seen
+    order = {"queued": 0, "running": 1, "done": 2}
+    assert states and states[-1] == "done" and "failed" not in states, states
+    assert [order[s] for s in states] == sorted(order[s] for s in states), states
     assert len(p.runs(w, "barrel.png", "generated")) == 1
 
 
@@ -356,11 +360,48 @@ def test_deleting_or_renaming_a_source_keeps_outputs(project):
     (p.layout.drop / "a.png").unlink()
     wait_for(lambda: p.status("a.png").get("source_deleted"), 20, "a.png's status to note the deletion")
     assert p.out("a.png").read_bytes() == a_glb and p.out("a.png").with_name("a.glb.meta").exists()
+    p.drop("a.png", png(14))                                          # it comes back: nothing to redo
+    wait_for(lambda: not p.status("a.png").get("source_deleted"), 20, "the deletion note to go")
+    assert p.status("a.png")["state"] == "done" and p.out("a.png").read_bytes() == a_glb
     (p.layout.drop / "b.png").rename(p.layout.drop / "c.png")
     p.record(p.layout.drop / "c.png")
     assert p.wait_state("c.png")["deduplicated_from"] == "b.png"     # a rename costs no generation
     assert p.out("b.png").exists()
     assert len(p.runs(w, kind="generated")) == 2
+
+
+def test_status_is_repaired_after_a_crash_between_glb_and_status(project):
+    from propforge_server.watch.status import write_status
+
+    p = project("godot")
+    w = p.start()
+    p.drop("a.png", png(19))
+    done = p.wait_state("a.png")
+    w.stop()
+    # what a crash right after the GLB rename leaves behind: GLB in place, status still "running"
+    write_status(p.out("a.png"), "running", source=done["source"], progress={"stage": "write", "fraction": 0.99})
+    w2 = p.start()
+    st = p.wait_state("a.png", ("done",), timeout=20)
+    assert st["output_sha256"] == done["output_sha256"] == sha(p.out("a.png").read_bytes())
+    assert w2.wait_idle(20) and w2.stats["generated"] == 0 and w2.stats["skipped"] == 1
+
+
+def test_lost_state_db_is_rebuilt_from_status_files(project):
+    """A fresh clone or a cleared Library/ has the GLBs and status files but no watch.db."""
+    import shutil
+
+    p = project("unity")
+    w = p.start()
+    p.drop("a.png", png(20))
+    p.drop("b/c.png", png(21))
+    p.wait_state("a.png")
+    p.wait_state("b/c.png")
+    w.stop()
+    shutil.rmtree(p.layout.state)
+    w2 = p.start()
+    assert w2.wait_idle(30)
+    assert w2.stats == {"generated": 0, "copied": 0, "failed": 0, "skipped": 2}
+    assert w2.db.get("b/c.png").state == "done"
 
 
 def test_delete_outputs_when_configured(project):
@@ -404,3 +445,38 @@ def test_cli_once_then_restart_skips_done_work(project, tmp_path):
     assert "0 generated" in second.stderr and "1 failed" in second.stderr
     assert "broken.png" in second.stderr and "Traceback" not in second.stderr
     assert p.out("x.png").stat().st_mtime_ns == mtime
+
+
+def test_killed_watcher_resumes_and_does_each_image_once(project, tmp_path):
+    """kill -9 mid-burst (no clean-up at all), then `--once`: every image done exactly once."""
+    import signal
+    import subprocess
+    import sys
+
+    from propforge_server.watch import StateDB
+
+    p = project("godot")
+    names = [f"k{i}.png" for i in range(8)]
+    for i, name in enumerate(names):
+        p.drop(name, png(300 + i, size=40))
+    cmd = [sys.executable, "-m", "propforge_server.cli", "watch", str(p.layout.root),
+           "--backend", "relief", "--faces", "300", "--texture-size", "128", "--settle", "0.2"]
+    with open(tmp_path / "watch.log", "wb") as logf:
+        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: sum(p.status(n).get("state") == "done" for n in names) >= 2, 120, "two images done")
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+    done_first = {n for n in names if p.status(n).get("state") == "done"}
+    assert len(done_first) < len(names), "the burst should be cut in the middle"
+    for n in names:
+        assert p.out(n).exists() == (n in done_first) or p.status(n).get("state") == "running", n
+    again = subprocess.run(cmd + ["--once"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    db = StateDB(p.layout.state / "watch.db")
+    try:
+        assert sorted(r["source"] for r in db.runs() if r["kind"] == "generated") == names
+    finally:
+        db.close()
+    assert all(p.status(n)["state"] == "done" for n in names)

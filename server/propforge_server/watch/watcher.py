@@ -318,6 +318,8 @@ class Watcher:
         quiet_for = now - entry.changed_at
         if quiet_for < self.config.settle_s:
             return
+        if now - self._sidecars_changed_at(rel, now) < self.config.settle_s:
+            return                          # an option file is being written: read it when done
         with self._cv:
             if rel in self._queued:         # the queued job reads the newest bytes anyway
                 self._pending.pop(rel, None)
@@ -336,6 +338,15 @@ class Watcher:
         with self._cv:
             self._pending.pop(rel, None)
         self._decide(rel, data)
+
+    def _sidecars_changed_at(self, rel: str, now: float) -> float:
+        times = [0.0]
+        for side in intake.image_sidecars(self.layout.drop, rel):
+            try:
+                times.append(min(now, side.stat().st_mtime))
+            except OSError:
+                pass
+        return max(times)
 
     @staticmethod
     def _unready(data: bytes) -> bool:
@@ -386,10 +397,17 @@ class Watcher:
         """Done = recorded with these hashes and its GLB is still there (DB first, status file second)."""
         out = self.layout.output_path(rel)
         row = self.db.get(rel)
+        st = read_status(out)
         if (row and row.state == "done" and row.source_sha256 == sha and row.options_sha256 == osha
                 and out.is_file() and out.stat().st_size == row.output_size):
+            if not st or st.get("state") != "done" or st.get("source_deleted"):
+                # crashed between the GLB and its status, or the source came back after a delete
+                kept = {k: v for k, v in (st or {}).items()
+                        if st.get("state") == "done" and k not in ("schema", "updated", "state", "source_deleted")}
+                kept.update(self._ids(rel), source_sha256=sha, options_sha256=osha,
+                            output_sha256=row.output_sha256, output_size=row.output_size)
+                self._write_status(out, "done", **kept)
             return True
-        st = read_status(out)
         if (st and st.get("state") == "done" and st.get("source_sha256") == sha
                 and st.get("options_sha256") == osha and out.is_file()):
             glb = out.read_bytes()
@@ -447,6 +465,9 @@ class Watcher:
         try:
             opts, _ = intake.resolve_options(self.base_options, self.layout.drop, rel)
         except InputError as e:
+            if time.time() - self._sidecars_changed_at(rel, time.time()) < self.config.settle_s:
+                self._touch(rel)                # an option file is being rewritten right now
+                return
             self._fail(rel, attempt, str(e), permanent=True, sha=sha)
             return
         osha = intake.options_sha256(opts)
