@@ -250,15 +250,24 @@ class SparseStructureFlowModel(_FlowTorso):
 
     def __init__(self, cfg: FlowConfig) -> None:
         super().__init__(cfg)
-        r = cfg.resolution
-        grid = torch.stack(torch.meshgrid(*[torch.arange(r)] * 3, indexing="ij"), -1).reshape(-1, 3)
-        self.register_buffer("rope_phases", rope_phases(grid, cfg.head_dim, cfg.rope_freq), persistent=False)
+        self._phases: dict[torch.device, torch.Tensor] = {}   # upstream's `rope_phases` buffer, not stored
+
+    def grid_phases(self, device: torch.device) -> torch.Tensor:
+        """RoPE phases of the dense grid, token n = r²·i + r·j + k (computed once per device)."""
+        if device not in self._phases:
+            r = self.config.resolution
+            grid = torch.stack(torch.meshgrid(*[torch.arange(r, device=device)] * 3, indexing="ij"), -1)
+            self._phases[device] = rope_phases(grid.reshape(-1, 3), self.config.head_dim, self.config.rope_freq)
+        return self._phases[device]
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         b, c, r = x.shape[0], x.shape[1], self.config.resolution
+        if tuple(x.shape[2:]) != (r, r, r):
+            raise ValueError(f"SS flow expects [B, {self.config.in_channels}, {r}, {r}, {r}], got {tuple(x.shape)}")
         tokens = x.reshape(b, c, -1).transpose(1, 2).reshape(1, b * r ** 3, c)
         batch = torch.arange(b, device=x.device).repeat_interleave(r ** 3)
-        phases = self.rope_phases.repeat(b, 1) if b > 1 else self.rope_phases
+        phases = self.grid_phases(x.device)
+        phases = phases.repeat(b, 1) if b > 1 else phases
         out = self._torso(tokens, t, cond, batch if b > 1 else None, phases, [r ** 3] * b)
         return out.reshape(b, r ** 3, -1).transpose(1, 2).reshape(b, -1, r, r, r).contiguous()
 

@@ -110,13 +110,18 @@ def load_model_stem(stem: Path, precision: str = "native", device: str | torch.d
     config = read_json(cfg_path)
     if not w_path.is_file():
         raise ModelLoadError(f"missing weights file {w_path}")
-    model = build_model(config, str(cfg_path), precision)
+    device = torch.device(device)
+    if isinstance(config, dict) and config.get("name") in MODEL_CLASSES:
+        _class_for(config["name"])        # import outside the meta context (module-level tensors stay real)
+    with torch.device("meta"):            # no random init of 1.3 B parameters that are overwritten anyway
+        model = build_model(config, str(cfg_path), precision)
     try:
-        state = load_file(str(w_path), device="cpu")
+        state = load_file(str(w_path), device=str(device))
     except (SafetensorError, OSError) as e:
         raise ModelLoadError(f"cannot read {w_path}: {e}") from e
+    model = model.to_empty(device=device)
     load_state_strict(model, state, str(w_path))
-    return model.eval().requires_grad_(False).to(device)
+    return model.eval().requires_grad_(False)
 
 
 # ----------------------------------------------------------------------------------- hub / local

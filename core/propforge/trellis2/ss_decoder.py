@@ -118,9 +118,9 @@ class SparseStructureDecoder(nn.Module):
         return self.out_layer(h.float())
 
 
-def occupied_coords(logits: torch.Tensor, pool: bool) -> torch.Tensor:
-    """int32 (b, x, y, z) rows, row-major, of logits > 0; ``pool`` = 2×2×2 max-pool first (32³ grid)."""
+def occupied_coords(logits: torch.Tensor, pool: int = 1) -> torch.Tensor:
+    """int32 (b, x, y, z) rows, row-major, of logits > 0, after a ``pool``³ max-pool (64³ -> 32³: 2)."""
     occ = (logits > 0).float()
-    if pool:
-        occ = F.max_pool3d(occ, 2, 2)
+    if pool > 1:
+        occ = F.max_pool3d(occ, pool, pool)
     return torch.argwhere(occ > 0.5)[:, [0, 2, 3, 4]].int()
