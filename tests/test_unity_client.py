@@ -90,3 +90,30 @@ def test_console_client_against_real_server(console_exe: Path, tmp_path: Path) -
     assert result["events"] >= 3
     assert not list((work / "Library" / "PropForge" / "Downloads").glob("*.part"))
     assert "image" in result["badImageError"].lower(), result["badImageError"]
+
+
+def test_editor_layer_parses_as_csharp_7_2() -> None:
+    """The Editor layer needs UnityEngine to compile, which CI lacks; it must at least parse in C# 7.2."""
+    _need_mono()
+    editor = sorted((PKG / "Editor").glob("*.cs"))
+    assert {p.name for p in editor} >= {"PropForgeWindow.cs", "PropForgeJobs.cs", "PropImporter.cs", "MaterialRemap.cs",
+                                        "Placement.cs", "PropForgeMenu.cs", "PropForgeSettings.cs"}
+    for src in editor:
+        r = subprocess.run(["mcs", "--parse", "-langversion:7.2", str(src)], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, f"{src.name} does not parse:\n{r.stdout}\n{r.stderr}"
+    asmdef = json.loads((PKG / "Editor" / "PropForge.Editor.asmdef").read_text())
+    assert asmdef["includePlatforms"] == ["Editor"] and "PropForge.Client" in asmdef["references"]
+
+
+def test_every_package_asset_has_a_unique_meta() -> None:
+    """Unity ignores files without .meta in immutable (git/registry) packages; GUIDs must be unique."""
+    guids: dict[str, Path] = {}
+    for path in sorted(PKG.rglob("*")):
+        rel = path.relative_to(PKG)
+        if path.suffix == ".meta" or any(part.endswith("~") for part in rel.parts):
+            continue
+        meta = path.with_name(path.name + ".meta")
+        assert meta.is_file(), f"{rel} has no .meta"
+        guid = next(ln.split()[1] for ln in meta.read_text().splitlines() if ln.startswith("guid:"))
+        assert len(guid) == 32 and guid not in guids, f"{rel}: bad or duplicate guid {guid}"
+        guids[guid] = path
