@@ -480,3 +480,32 @@ def test_killed_watcher_resumes_and_does_each_image_once(project, tmp_path):
     finally:
         db.close()
     assert all(p.status(n)["state"] == "done" for n in names)
+
+
+def test_server_mode_generates_through_propforge_serve(project, tmp_path, assert_valid_glb):
+    """--server: a real `propforge serve` (gRPC on loopback, relief); a wrong token fails at once."""
+    from propforge_server.server import ServerConfig, ThreadedServer
+    from propforge_server.watch import RemoteRunner
+
+    cfg = ServerConfig(host="127.0.0.1", grpc_port=0, http_port=-1, backend="relief", workers=1,
+                       store=tmp_path / "store", token="s3cret")
+    with ThreadedServer(cfg) as srv:
+        p = project("unity")
+        w = Watcher(p.layout, WatchConfig(options=FAST, settle_s=0.2, retry_base_s=0.2),
+                    RemoteRunner(srv.grpc_address, token="s3cret"))
+        p.watchers.append(w.start())
+        p.drop("remote.png", png(22))
+        st = p.wait_state("remote.png")
+        assert st["state"] == "done", st
+        assert_valid_glb(p.out("remote.png"))
+        assert st["output_sha256"] == sha(p.out("remote.png").read_bytes())
+        assert p.out("remote.png").with_name("remote.glb.meta").exists()
+        w.stop()
+
+        q = project("godot", name="other")
+        bad = Watcher(q.layout, WatchConfig(options=FAST, settle_s=0.2, retry_base_s=0.2),
+                      RemoteRunner(srv.grpc_address, token="wrong"))
+        q.watchers.append(bad.start())
+        q.drop("a.png", png(23))
+        st = q.wait_state("a.png")
+        assert st["state"] == "failed" and st["attempt"] == 1 and "token" in st["error"].lower(), st

@@ -134,6 +134,12 @@ def test_looks_complete():
     assert not intake.looks_complete(b"")
     jpg = png_bytes(fmt="JPEG")
     assert intake.looks_complete(jpg) and not intake.looks_complete(jpg[:-5])
+    for fmt in ("WEBP", "BMP"):
+        data = png_bytes(fmt=fmt)
+        assert intake.self_delimiting(data) and intake.looks_complete(data), fmt
+        assert not intake.looks_complete(data[:-3]), fmt
+    tga = png_bytes(fmt="TGA")              # no end marker: completeness is left to the decoder
+    assert not intake.self_delimiting(tga) and intake.looks_complete(tga)
 
 
 # ------------------------------------------------------------------ Unity .meta

@@ -108,8 +108,22 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _declared_size(data: bytes) -> int | None:
+    """File size a header promises: WebP (RIFF chunk size) and BMP (bfSize)."""
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return 8 + int.from_bytes(data[4:8], "little")
+    if len(data) >= 6 and data[:2] == b"BM":
+        return int.from_bytes(data[2:6], "little")
+    return None
+
+
+def self_delimiting(data: bytes) -> bool:
+    """Formats whose completeness ``looks_complete`` can tell without decoding."""
+    return data[:8] == b"\x89PNG\r\n\x1a\n" or data[:2] == b"\xff\xd8" or _declared_size(data) is not None
+
+
 def looks_complete(data: bytes) -> bool:
-    """Cheap trailer check for formats that have one: PNG ends with IEND, JPEG with EOI.
+    """Cheap end check: PNG ends with IEND, JPEG with EOI, WebP/BMP are as long as their header says.
 
     A writer that pauses mid-file leaves a prefix that is still "stable" on disk; this tells us
     to keep waiting instead of decoding (or worse, generating from) half an image.
@@ -120,4 +134,5 @@ def looks_complete(data: bytes) -> bool:
         return data.rstrip(b"\x00")[-12:-4] == b"\x00\x00\x00\x00IEND"
     if data[:2] == b"\xff\xd8":
         return data.rstrip(b"\x00")[-2:] == b"\xff\xd9"
-    return True
+    size = _declared_size(data)
+    return size is None or len(data) >= size

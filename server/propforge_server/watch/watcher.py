@@ -353,6 +353,8 @@ class Watcher:
         """True while the bytes are not yet a whole image (the worker reports the real error later)."""
         if not intake.looks_complete(data):
             return True
+        if intake.self_delimiting(data):    # PNG/JPEG/WebP/BMP: the end check is proof enough, no decode
+            return False
         try:
             decode_image(data)
         except Exception:
