@@ -95,6 +95,8 @@ func describe() -> String:
 	var s := stage if not stage.is_empty() else message
 	if total > 0:
 		s += " %d/%d" % [step, total]
+	elif not message.is_empty() and message != stage:
+		s += " (%s)" % message
 	if eta >= 0.0:
 		s += " · ETA %d s" % ceili(eta)
 	return s
@@ -160,7 +162,7 @@ func _apply_event(ev: Dictionary) -> void:
 			eta = float(ev.get("etaSeconds", -1.0))
 			message = str(ev.get("message", ""))
 		"finished":
-			result_size = int(ev.get("resultSize", 0))
+			result_size = str(ev.get("resultSize", "0")).to_int()  # uint64 -> JSON string
 			result_sha256 = str(ev.get("resultSha256", ""))
 			cached = bool(ev.get("cached", false))
 			fraction = 1.0
@@ -221,60 +223,35 @@ func _submit(client: Client) -> String:
 ## Returns the terminal event, or {} when it gave up (the failure is already posted).
 func _follow(client: Client, id: String, after: int) -> Dictionary:
 	var failures := 0
-	var cancel_sent := false
-	var cancel_deadline := 0
 	var path := "/v1/jobs/%s/events" % id.uri_encode()
+	var st := {"after": after, "progressed": false, "cancel_sent": false, "cancel_deadline": 0}
 	while failures <= MAX_RETRIES:
 		if _flag("abandon"):
 			return {}
 		var hdr := PackedStringArray(["Accept: text/event-stream"])
-		if after > 0:
-			hdr.append("Last-Event-ID: %d" % after)
+		if int(st["after"]) > 0:
+			hdr.append("Last-Event-ID: %d" % int(st["after"]))
 		var resp := client.open(HTTPClient.METHOD_GET, path, hdr, PackedByteArray())
-		if resp.has("error") or int(resp["code"]) >= 500:
-			failures += 1
-			OS.delay_msec(mini(8000, 250 << failures))
-			continue
-		if int(resp["code"]) != 200:
-			var text := client.read_all(resp).get_string_from_utf8()
-			_post({"type": "failed", "error": Client.problem_message(int(resp["code"]), text)})
+		if resp.has("error") and not bool(resp["network"]):
+			if not bool(resp["stopped"]):
+				_post({"type": "failed", "error": str(resp["error"])})
 			return {}
-		var http: HTTPClient = resp["http"]
-		var parser := SseParser.new()
-		var last_data := Time.get_ticks_msec()
-		while true:
-			if _flag("abandon"):
-				http.close()
-				return {}
-			if _flag("cancel") and not cancel_sent:
-				cancel_sent = true
-				cancel_deadline = Time.get_ticks_msec() + CANCEL_WAIT_MS
-				_send_cancel(id)
-			if cancel_sent and Time.get_ticks_msec() > cancel_deadline:
-				http.close()
-				return {"kind": "cancelled", "sequence": after}
-			http.poll()
-			if http.get_status() != HTTPClient.STATUS_BODY:
-				break
-			var chunk := http.read_response_body_chunk()
-			if chunk.is_empty():
-				if Time.get_ticks_msec() - last_data > IDLE_TIMEOUT_MS:
-					break
-				OS.delay_msec(Client.POLL_MS)
-				continue
-			last_data = Time.get_ticks_msec()
-			failures = 0
-			for frame in parser.feed(chunk):
-				var ev := parse_event(frame)
-				var seq: int = ev["sequence"]
-				if seq > 0 and seq <= after:
-					continue  # seen before a reconnect
-				after = maxi(after, seq)
-				_post({"type": "event", "event": ev})
-				if str(ev["kind"]) in TERMINAL:
-					http.close()
-					return ev
-		http.close()
+		var code: int = resp.get("code", 0)
+		if code != 200 and code > 0 and code < 500:
+			var text := client.read_all(resp).get_string_from_utf8()
+			_post({"type": "failed", "error": Client.problem_message(code, text)})
+			return {}
+		if code == 200:
+			st["progressed"] = false
+			var ev := _read_stream(resp["http"], id, st)
+			if not ev.is_empty():
+				return ev
+			if bool(st["progressed"]):
+				failures = 0
+		elif resp.has("http"):
+			client.read_all(resp)
+		if _flag("abandon"):
+			return {}
 		failures += 1
 		OS.delay_msec(mini(8000, 250 << failures))
 	var lost := "lost the event stream of job %s at %s" % [id, client.base_url()]
@@ -282,11 +259,51 @@ func _follow(client: Client, id: String, after: int) -> Dictionary:
 	return {}
 
 
+## Reads one open event stream. Returns the terminal event, or {} when the stream ended, went
+## silent or the job was abandoned (st carries the position and the cancel state across calls).
+func _read_stream(http: HTTPClient, id: String, st: Dictionary) -> Dictionary:
+	var parser := SseParser.new()
+	var last_data := Time.get_ticks_msec()
+	var result := {}
+	while result.is_empty() and not _flag("abandon"):
+		if _flag("cancel") and not bool(st["cancel_sent"]):
+			st["cancel_sent"] = true
+			st["cancel_deadline"] = Time.get_ticks_msec() + CANCEL_WAIT_MS
+			_send_cancel(id)
+		if bool(st["cancel_sent"]) and Time.get_ticks_msec() > int(st["cancel_deadline"]):
+			result = {"kind": "cancelled", "sequence": st["after"]}
+			break
+		http.poll()
+		if http.get_status() != HTTPClient.STATUS_BODY:
+			break
+		var chunk := http.read_response_body_chunk()
+		if chunk.is_empty():
+			if Time.get_ticks_msec() - last_data > IDLE_TIMEOUT_MS:
+				break
+			OS.delay_msec(Client.POLL_MS)
+			continue
+		last_data = Time.get_ticks_msec()
+		for frame in parser.feed(chunk):
+			var ev := parse_event(frame)
+			var seq: int = ev["sequence"]
+			if seq > 0 and seq <= int(st["after"]):
+				continue  # seen before a reconnect
+			st["after"] = maxi(int(st["after"]), seq)
+			st["progressed"] = true
+			_post({"type": "event", "event": ev})
+			if str(ev["kind"]) in TERMINAL:
+				result = ev
+				break
+	http.close()
+	return result
+
+
 ## An SSE frame -> flat event dictionary (kind, sequence and the fields of its oneof).
 static func parse_event(frame: Dictionary) -> Dictionary:
 	var data: Variant = JSON.parse_string(str(frame["data"]))
 	var d: Dictionary = data if data is Dictionary else {}
-	var ev := {"kind": str(frame["event"]), "sequence": int(str(d.get("sequence", frame["id"])))}
+	var seq := str(d.get("sequence", frame["id"])).to_int()
+	var ev := {"kind": str(frame["event"]), "sequence": seq}
 	var kinds := {
 		"queued": "queued",
 		"stageStarted": "stage_started",
@@ -453,6 +470,10 @@ func _verify_and_place(part: String, expected_sha: String) -> String:
 		)
 	DirAccess.make_dir_recursive_absolute(_output_abs.get_base_dir())
 	var err := DirAccess.rename_absolute(part, _output_abs)
+	if err != OK and FileAccess.file_exists(_output_abs):
+		# Platforms whose rename does not replace: drop the old file, then rename.
+		DirAccess.remove_absolute(_output_abs)
+		err = DirAccess.rename_absolute(part, _output_abs)
 	if err != OK:
 		return "cannot move the GLB to %s (error %d)" % [output_path, err]
 	return ""
