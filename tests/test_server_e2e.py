@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from _server_util import SLOW, SMALL, cutout_png, form, read_sse, run
-from propforge.errors import InputError
+from propforge.errors import BackendUnavailable, InputError
 from propforge_server._proto import propforge_pb2 as pb
 from propforge_server._proto import propforge_pb2_grpc as pb_grpc
 from propforge_server.client import AuthError, PropForgeClient
@@ -202,11 +202,14 @@ def test_corrupt_image_is_a_clear_400(server, client) -> None:
 def test_bad_options_name_the_field(server, client) -> None:
     with pytest.raises(InputError, match="options.faces"):
         client.submit(cutout_png(), {"faces": 5})
+    with pytest.raises(BackendUnavailable, match="trellis2.*not available"):  # CI has no GPU
+        client.submit(cutout_png(), {"backend": "trellis2"})
 
     async def go():
         async with aiohttp.ClientSession() as s:
             for options, field in (({"textureSize": 100}, "texture_size"), ({"textureSizee": 256}, "textureSizee"),
-                                   ({"quality": "ultra"}, "quality"), ({"faces": -3}, "faces")):
+                                   ({"quality": "ultra"}, "quality"), ({"faces": -3}, "faces"),
+                                   ({"backend": "trellis2"}, "not available")):
                 async with s.post(server.http_url + "/v1/jobs", data=form(cutout_png(), options)) as r:
                     assert r.status == 400, options
                     body = await r.json(content_type=None)

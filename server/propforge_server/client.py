@@ -46,7 +46,8 @@ class JobFailed(PropForgeError):
         self.code, self.job = code, job or {}
 
 
-def _error(e: grpc.RpcError, address: str) -> PropForgeError:
+def _error(e: grpc.RpcError, address: str, precondition: type[PropForgeError] = PropForgeError) -> PropForgeError:
+    """gRPC status -> the PropForgeError subclass a caller can catch; FAILED_PRECONDITION depends on the call."""
     code, details = e.code(), e.details() or ""
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return InputError(details)
@@ -57,7 +58,7 @@ def _error(e: grpc.RpcError, address: str) -> PropForgeError:
             return InputError(f"upload rejected by the server: {details}")
         return QueueFull(details)
     if code == grpc.StatusCode.FAILED_PRECONDITION:
-        return ResultNotReady(details)
+        return precondition(details)
     if code == grpc.StatusCode.UNAUTHENTICATED:
         return AuthError(details)
     if code == grpc.StatusCode.UNAVAILABLE:
@@ -91,11 +92,12 @@ class PropForgeClient:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def _unary(self, method: Callable[..., Any], request: Any) -> Any:
+    def _unary(self, method: Callable[..., Any], request: Any,
+               precondition: type[PropForgeError] = PropForgeError) -> Any:
         try:
             return method(request, metadata=self._md, timeout=self.timeout)
         except grpc.RpcError as e:
-            raise _error(e, self.address) from None
+            raise _error(e, self.address, precondition) from None
 
     # -- the five calls ---------------------------------------------------------------------------
     def submit(self, image_bytes: bytes | str | os.PathLike, options: GenerateOptions | dict | None = None,
@@ -115,7 +117,7 @@ class PropForgeClient:
             wire = convert.options_dict_to_proto(options)
         req = pb.SubmitJobRequest(image=bytes(image_bytes), image_name=name, options=wire,
                                   deadline_seconds=deadline_seconds)
-        return convert.job_to_dict(self._unary(self._stub.SubmitJob, req))
+        return convert.job_to_dict(self._unary(self._stub.SubmitJob, req, BackendUnavailable))
 
     def get(self, job_id: str) -> dict[str, Any]:
         return convert.job_to_dict(self._unary(self._stub.GetJob, pb.GetJobRequest(id=job_id)))
@@ -167,7 +169,7 @@ class PropForgeClient:
             except grpc.RpcError as e:
                 failures += 1
                 if e.code() not in _RETRYABLE or failures > self.retries:
-                    raise _error(e, self.address) from None
+                    raise _error(e, self.address, ResultNotReady) from None
                 time.sleep(min(0.2 * 2 ** failures, 5.0))
         got = hashlib.sha256(buf).hexdigest()
         if got != sha:

@@ -2,8 +2,9 @@
 
 Async so that hundreds of WatchJob streams cost no threads; blocking work (image decoding, SQLite,
 file reads) runs in the default executor. Errors map to status codes: InputError -> INVALID_ARGUMENT,
-QueueFull -> RESOURCE_EXHAUSTED, JobNotFound -> NOT_FOUND, ResultNotReady -> FAILED_PRECONDITION,
-missing/wrong token -> UNAUTHENTICATED, upload above the limit -> RESOURCE_EXHAUSTED (by grpc itself).
+QueueFull -> RESOURCE_EXHAUSTED, JobNotFound -> NOT_FOUND, ResultNotReady and BackendUnavailable ->
+FAILED_PRECONDITION, ShuttingDown -> UNAVAILABLE, missing/wrong token -> UNAUTHENTICATED, upload above
+the limit -> RESOURCE_EXHAUSTED (by grpc itself).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from propforge.errors import BackendUnavailable, InputError, PropForgeError
 from . import convert
 from ._proto import propforge_pb2 as pb
 from ._proto import propforge_pb2_grpc as pb_grpc
-from .jobs import JobManager, JobNotFound, QueueFull, ResultNotReady
+from .jobs import JobManager, JobNotFound, QueueFull, ResultNotReady, ShuttingDown
 from .store import iter_file
 
 SERVICE_NAME = "propforge.v1.PropForge"
@@ -31,7 +32,8 @@ _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (QueueFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (JobNotFound, grpc.StatusCode.NOT_FOUND),
     (ResultNotReady, grpc.StatusCode.FAILED_PRECONDITION),
-    (BackendUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (ShuttingDown, grpc.StatusCode.UNAVAILABLE),
+    (BackendUnavailable, grpc.StatusCode.FAILED_PRECONDITION),
     (PropForgeError, grpc.StatusCode.FAILED_PRECONDITION),
 ]
 

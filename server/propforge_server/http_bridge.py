@@ -18,7 +18,7 @@ from propforge.errors import BackendUnavailable, InputError, PropForgeError
 
 from . import convert
 from ._proto import propforge_pb2 as pb
-from .jobs import JobManager, JobNotFound, QueueFull, ResultNotReady
+from .jobs import JobManager, JobNotFound, QueueFull, ResultNotReady, ShuttingDown
 from .store import iter_file
 
 KEEPALIVE_SECONDS = 15.0
@@ -28,7 +28,8 @@ _HTTP: list[tuple[type[BaseException], int, str]] = [
     (QueueFull, 429, "RESOURCE_EXHAUSTED"),
     (JobNotFound, 404, "NOT_FOUND"),
     (ResultNotReady, 409, "FAILED_PRECONDITION"),
-    (BackendUnavailable, 503, "UNAVAILABLE"),
+    (ShuttingDown, 503, "UNAVAILABLE"),
+    (BackendUnavailable, 400, "FAILED_PRECONDITION"),
     (PropForgeError, 400, "FAILED_PRECONDITION"),
 ]
 _CODE_OF_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 404: "NOT_FOUND", 405: "UNIMPLEMENTED",

@@ -45,6 +45,10 @@ class ResultNotReady(PropForgeError):
     """The job has no result (yet): gRPC FAILED_PRECONDITION, HTTP 409."""
 
 
+class ShuttingDown(PropForgeError):
+    """The server is stopping and takes no new jobs (gRPC UNAVAILABLE, HTTP 503: retry elsewhere/later)."""
+
+
 class DeadlineExceeded(Cancelled):
     """Raised from the progress callback when a job's deadline passes."""
 
@@ -148,6 +152,7 @@ class JobManager:
         self._started = False
         self._busy = 0
         self.default_backend = self.config.backend
+        self._backend_info: dict[str, dict[str, Any]] = {}
         # metrics
         self._submitted: dict[str, int] = defaultdict(int)
         self._finished: dict[str, int] = defaultdict(int)
@@ -194,10 +199,11 @@ class JobManager:
                deadline_seconds: float = 0.0) -> JobRecord:
         """Validate and enqueue (or answer from the result cache). Raises InputError or QueueFull."""
         if self._stopping.is_set():
-            raise BackendUnavailable("server is shutting down")
+            raise ShuttingDown("server is shutting down; retry when it is back")
         if deadline_seconds < 0 or deadline_seconds > self.config.max_deadline:
             raise InputError(f"deadline_seconds must be between 0 and {self.config.max_deadline:g}, got {deadline_seconds:g}")
         options = self._effective_options(options)
+        self._check_backend(options.backend)
         decode_image(image, self.config.max_pixels)
         image_sha = hashlib.sha256(image).hexdigest()
         opts = options.to_dict()
@@ -262,28 +268,41 @@ class JobManager:
         """Name, availability (with the reason) and capabilities of every registered backend."""
         from propforge import generators
 
-        out = []
-        for name in generators.backend_names():
-            info: dict[str, Any] = {"name": name, "available": True, "reason": "", "description": "",
-                                    "pipeline_types": list(PIPELINE_TYPES) if name == "trellis2" else [],
-                                    "gpu": name == "trellis2", "model_version": ""}
-            try:
-                factory = generators._factory(name)
-                info["description"] = getattr(factory, "description", "") or ""
-                check = getattr(factory, "is_available", None)
-                if name == "trellis2":
-                    import torch
+        return [self.backend_info(name) for name in generators.backend_names()]
 
-                    if not torch.cuda.is_available():
-                        info.update(available=False, reason="no CUDA GPU on this server")
-                    elif check is not None and not check(self.config.model or None):
-                        info.update(available=False, reason="model weights not found")
-            except (PropForgeError, ImportError) as e:
-                info.update(available=False, reason=str(e))
-            if self._workers:
-                info["model_version"] = self._workers[0].model_version(name)
-            out.append(info)
-        return out
+    def backend_info(self, name: str) -> dict[str, Any]:
+        """Availability is probed once per backend (it may import torch or look for weights)."""
+        with self._lock:
+            if name in self._backend_info:
+                return dict(self._backend_info[name])
+        from propforge import generators
+
+        info: dict[str, Any] = {"name": name, "available": True, "reason": "", "description": "",
+                                "pipeline_types": list(PIPELINE_TYPES) if name == "trellis2" else [],
+                                "gpu": name == "trellis2", "model_version": ""}
+        try:
+            factory = generators._factory(name)
+            info["description"] = getattr(factory, "description", "") or ""
+            check = getattr(factory, "is_available", None)
+            if name == "trellis2":
+                import torch
+
+                if not torch.cuda.is_available():
+                    info.update(available=False, reason="no CUDA GPU on this server")
+                elif check is not None and not check(self.config.model or None):
+                    info.update(available=False, reason="model weights not found")
+        except (PropForgeError, ImportError) as e:
+            info.update(available=False, reason=str(e))
+        if self._workers:
+            info["model_version"] = self._workers[0].model_version(name)
+        with self._lock:
+            self._backend_info[name] = info
+        return dict(info)
+
+    def _check_backend(self, name: str) -> None:
+        info = self.backend_info(name)
+        if not info["available"]:
+            raise BackendUnavailable(f"backend {name!r} is not available on this server: {info['reason']}")
 
     # -- events -----------------------------------------------------------------------------------
     def events_after(self, job_id: str, after: int = 0) -> list[Event]:
