@@ -38,7 +38,7 @@ def edge_topology(faces: np.ndarray) -> EdgeTopology:
     dst = a[:, [1, 2, 0]].reshape(-1)
     n = int(a.max()) + 1 if a.size else 1
     key = np.minimum(src, dst) * n + np.maximum(src, dst)
-    order = np.argsort(key, kind="stable")
+    order = np.argsort(key)
     sk = key[order]
     new = np.empty(len(sk), dtype=bool)
     new[:1] = True
@@ -67,11 +67,14 @@ def flip_faces(faces: np.ndarray, topo: EdgeTopology, flip: np.ndarray) -> tuple
 
 
 def face_normals(vertices: np.ndarray, faces: np.ndarray, unit: bool = True) -> np.ndarray:
-    """Face normals (float64); unnormalised ones have length 2·area."""
-    v = vertices.astype(np.float64)
-    n = np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
+    """Face normals in the vertices' precision; unnormalised ones have length 2·area."""
+    v = vertices
+    a, b, c = v[faces[:, 0]], v[faces[:, 1]], v[faces[:, 2]]
+    b -= a
+    c -= a
+    n = np.cross(b, c)
     if unit:
-        n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-300)
+        n /= np.maximum(np.sqrt((n * n).sum(1, keepdims=True)), np.finfo(n.dtype).tiny)
     return n
 
 
@@ -93,32 +96,44 @@ def merge_duplicate_vertices(vertices: np.ndarray, faces: np.ndarray,
     return vertices[keep], remap[inverse][faces].astype(faces.dtype)
 
 
-def remove_degenerate_faces(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Drop faces with a repeated index or (near) zero area (spec §4.4 threshold)."""
+def nondegenerate(vertices: np.ndarray, faces: np.ndarray, n2: np.ndarray | None = None) -> np.ndarray:
+    """Mask of faces without a repeated index and with area above spec §4.4's threshold.
+
+    ``n2`` (unnormalised normals, length 2·area) can be passed to avoid recomputing them.
+    """
     f = faces
     ok = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])
-    v = vertices.astype(np.float64)
-    e = v[f[:, [1, 2, 0]]] - v[f]
-    longest = (e * e).sum(-1).max(1)
-    area2 = np.linalg.norm(np.cross(e[:, 0], -e[:, 2]), axis=1)  # 2·area
-    ok &= area2 * 0.5 > np.minimum(1e-12 * longest, 1e-24)
-    return faces[ok]
+    v = vertices
+    longest = np.maximum(np.maximum(((v[f[:, 1]] - v[f[:, 0]]) ** 2).sum(1), ((v[f[:, 2]] - v[f[:, 1]]) ** 2).sum(1)),
+                         ((v[f[:, 0]] - v[f[:, 2]]) ** 2).sum(1))
+    n2 = face_normals(v, f, unit=False) if n2 is None else n2
+    area = 0.5 * np.sqrt((n2.astype(np.float64) ** 2).sum(1))
+    return ok & (area > np.minimum(1e-12 * longest, 1e-24))
+
+
+def remove_degenerate_faces(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Drop faces with a repeated index or (near) zero area (spec §4.4 threshold)."""
+    return faces[nondegenerate(vertices, faces)]
+
+
+def unique_faces(faces: np.ndarray) -> np.ndarray:
+    """Mask keeping the first of faces with the same vertex set (any order)."""
+    keep = np.zeros(len(faces), dtype=bool)
+    if len(faces) == 0:
+        return keep
+    s = np.sort(faces.astype(np.int64), axis=1)
+    n = int(s.max()) + 1
+    if n < 2_000_000:
+        _, first = np.unique((s[:, 0] * n + s[:, 1]) * n + s[:, 2], return_index=True)
+    else:
+        _, first = np.unique(s, axis=0, return_index=True)
+    keep[first] = True
+    return keep
 
 
 def remove_duplicate_faces(faces: np.ndarray) -> np.ndarray:
     """Faces with the same vertex set (any order) collapse to the first one."""
-    if len(faces) == 0:
-        return faces
-    s = np.sort(faces.astype(np.int64), axis=1)
-    n = int(s.max()) + 1
-    key = (s[:, 0] * n + s[:, 1]) * n + s[:, 2] if n < 2_000_000 else None
-    if key is None:
-        _, first = np.unique(s, axis=0, return_index=True)
-    else:
-        _, first = np.unique(key, return_index=True)
-    if len(first) == len(faces):
-        return faces
-    return faces[np.sort(first)]
+    return faces[unique_faces(faces)]
 
 
 def remove_unreferenced_vertices(vertices: np.ndarray, faces: np.ndarray
@@ -158,26 +173,25 @@ def _component_sums(comp: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
     return np.stack([np.bincount(comp, values[:, i], minlength=n) for i in range(values.shape[1])], 1)
 
 
-def orient_outward(vertices: np.ndarray, faces: np.ndarray, comp: np.ndarray) -> np.ndarray:
+def orient_outward(vertices: np.ndarray, faces: np.ndarray, comp: np.ndarray,
+                   n2: np.ndarray | None = None) -> np.ndarray:
     """Flip whole components so their normals point away from their inside.
 
     Σ area·n·(centroid − c) is 3·volume for a closed component (divergence theorem) and still tells
     outward from inward for an open, curved one; a flat open sheet (≈ 0) is judged against the
-    whole object's centre instead.
+    whole object's centre instead. ``comp``: small non-negative labels; ``n2``: 2·area·normals.
     """
     if len(faces) == 0:
         return faces
-    _, comp = np.unique(comp, return_inverse=True)
     nc = int(comp.max()) + 1
-    v = vertices.astype(np.float64)
-    n2 = face_normals(v, faces, unit=False)                 # 2·area·n
-    area = 0.5 * np.linalg.norm(n2, axis=1)
-    cen = v[faces].mean(1)
+    v = vertices
+    n2 = (face_normals(v, faces, unit=False) if n2 is None else n2).astype(np.float64)
+    area = 0.5 * np.sqrt((n2 * n2).sum(1))
+    cen = (v[faces[:, 0]].astype(np.float64) + v[faces[:, 1]] + v[faces[:, 2]]) / 3.0
     area_c = np.maximum(np.bincount(comp, area, minlength=nc), 1e-300)
     c_comp = _component_sums(comp, cen * area[:, None], nc) / area_c[:, None]
     s = np.bincount(comp, 0.5 * (n2 * (cen - c_comp[comp])).sum(1), minlength=nc)
-    ext = np.sqrt(area_c)
-    flat = np.abs(s) < 1e-3 * area_c * ext
+    flat = np.abs(s) < 1e-3 * area_c * np.sqrt(area_c)
     if flat.any():
         c_all = (cen * area[:, None]).sum(0) / max(area.sum(), 1e-300)
         s_all = np.bincount(comp, 0.5 * (n2 * (cen - c_all)).sum(1), minlength=nc)
@@ -186,6 +200,19 @@ def orient_outward(vertices: np.ndarray, faces: np.ndarray, comp: np.ndarray) ->
     out = faces.copy()
     out[flip] = out[flip][:, ::-1]
     return out
+
+
+def subset_topology(topo: EdgeTopology, keep: np.ndarray) -> EdgeTopology:
+    """Topology of ``faces[keep]`` without a new sort: edge ids stay, counts and half-edges shrink."""
+    new_face = np.cumsum(keep) - 1
+    h = topo.order
+    kept_h = h[keep[h // 3]]
+    order = 3 * new_face[kept_h // 3] + kept_h % 3
+    count = np.bincount(topo.edge_of[kept_h], minlength=len(topo.count))
+    starts = np.cumsum(count) - count
+    edge_of = np.empty(len(order), dtype=np.int64)
+    edge_of[order] = topo.edge_of[kept_h]
+    return EdgeTopology(edge_of, count, order, starts)
 
 
 def fill_small_holes(vertices: np.ndarray, faces: np.ndarray, topo: EdgeTopology,
@@ -235,17 +262,13 @@ def fill_small_holes(vertices: np.ndarray, faces: np.ndarray, topo: EdgeTopology
     return np.concatenate([vertices, centre.astype(vertices.dtype)]), new_faces, h[sel] // 3
 
 
-def component_areas(vertices: np.ndarray, faces: np.ndarray, comp: np.ndarray) -> np.ndarray:
-    """Total area of each face's component, per face."""
-    area = 0.5 * np.linalg.norm(face_normals(vertices, faces, unit=False), axis=1)
-    _, inv = np.unique(comp, return_inverse=True)
-    return np.bincount(inv, area)[inv]
-
-
 def clean_mesh(vertices: np.ndarray, faces: np.ndarray, hole_perimeter: float = HOLE_PERIMETER,
                min_component_area: float = MIN_COMPONENT_AREA, extent: float | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
-    """The whole clean-up; thresholds are on the unit box and scale with ``extent`` (default: bbox)."""
+    """The whole clean-up; thresholds are on the unit box and scale with ``extent`` (default: bbox).
+
+    One edge sort serves orientation, component removal and hole filling.
+    """
     v = np.asarray(vertices, dtype=np.float32).reshape(-1, 3)
     f = np.asarray(faces, dtype=np.int32).reshape(-1, 3)
     if len(f) == 0:
@@ -253,25 +276,30 @@ def clean_mesh(vertices: np.ndarray, faces: np.ndarray, hole_perimeter: float = 
     if extent is None:
         extent = float((v.max(0) - v.min(0)).max()) or 1.0
     v, f = merge_duplicate_vertices(v, f)
-    f = remove_duplicate_faces(remove_degenerate_faces(v, f))
+    n2 = face_normals(v, f, unit=False)
+    keep = nondegenerate(v, f, n2)
+    f, n2 = f[keep], n2[keep]
+    keep = unique_faces(f)
+    f, n2 = f[keep], n2[keep]
     if len(f) == 0:
         return v[:0], f
     topo = edge_topology(f)
     flip, comp = orientation_components(f, topo)
     f, topo = flip_faces(f, topo, flip)
-    small = component_areas(v, f, comp) < min_component_area * extent ** 2
+    n2[flip] *= -1
+    area = 0.5 * np.sqrt((n2.astype(np.float64) ** 2).sum(1))
+    small = np.bincount(comp, area)[comp] < min_component_area * extent ** 2
     if small.any() and not small.all():
-        f, comp = f[~small], comp[~small]
-        topo = edge_topology(f)
+        f, n2, comp = f[~small], n2[~small], comp[~small]
+        topo = subset_topology(topo, ~small)
     v, fan, touched = fill_small_holes(v, f, topo, hole_perimeter * extent)
     if len(fan):
-        f = np.concatenate([f, fan])
-        comp = np.concatenate([comp, comp[touched]])
-        f2 = remove_degenerate_faces(v, f)
-        if len(f2) != len(f):  # a fan triangle collapsed: recompute labels the slow, safe way
-            f = f2
-            _, comp = orientation_components(f, edge_topology(f))
-    f = orient_outward(v, f, comp)
+        fan_n2 = face_normals(v, fan, unit=False)
+        ok = nondegenerate(v, fan, fan_n2)
+        f = np.concatenate([f, fan[ok]])
+        n2 = np.concatenate([n2, fan_n2[ok]])
+        comp = np.concatenate([comp, comp[touched[ok]]])
+    f = orient_outward(v, f, comp, n2)
     v, f, _ = remove_unreferenced_vertices(v, f)
     return v, f
 
