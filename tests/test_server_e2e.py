@@ -322,3 +322,20 @@ def test_token_upload_and_pixel_limits(tmp_path: Path) -> None:
         assert out["wrong"][0] == 401 and "wrong" in out["wrong"][1]["detail"]
         assert out["health"] == 200 and out["metrics"] == 200
         assert out["big"][0] == 413 and "limit" in out["big"][1]["detail"], out["big"]
+
+
+def test_sse_sends_keepalive_comments_while_idle(tmp_path: Path) -> None:
+    cfg = ServerConfig(grpc_port=0, http_port=0, backend="relief", workers=1, store=tmp_path, sse_keepalive=0.05)
+    with ThreadedServer(cfg) as srv, PropForgeClient(srv.grpc_address) as c:
+        job = c.submit(cutout_png(seed=9, size=128), SLOW)
+
+        async def go():
+            lines = []
+            async with aiohttp.ClientSession() as s:
+                async with s.get(f"{srv.http_url}/v1/jobs/{job['id']}/events") as r:
+                    async for raw in r.content:
+                        lines.append(raw.decode().rstrip("\n"))
+            return lines
+        lines = run(go())
+    assert ": keepalive" in lines                     # the bake stage is silent for longer than 50 ms
+    assert lines[-3] == "event: finished" and lines[-2].startswith("data: ") and lines[-1] == ""

@@ -233,3 +233,35 @@ def test_clean_stop_returns_running_job_to_queue(tmp_path: Path) -> None:
         assert done.attempts == 1                                 # a clean stop is not a crash
     finally:
         again.stop()
+
+
+def test_retention_forgets_old_jobs_and_unreferenced_files(tmp_path: Path) -> None:
+    import os
+
+    worker = GatedWorker(open_gate=True)
+    mgr = make_manager(tmp_path, worker, keep_days=1)
+    try:
+        old, new = mgr.submit(png(1), GenerateOptions()), mgr.submit(png(2), GenerateOptions())
+        for j in (old, new):
+            wait_state(mgr, j.id, "succeeded")
+        store = mgr.store
+        old_job = mgr.get(old.id)
+        week_ago = time.time() - 7 * 86400
+        store.update_job(old.id, finished_at=week_ago)
+        with store._lock:
+            store._db.execute("UPDATE cache SET used_at=? WHERE sha256=?", (week_ago, old_job.result_sha256))
+        img = store.root / "images" / old_job.image_sha256
+        res = store.result_path(old_job.result_sha256)
+        for p in (img, res):
+            os.utime(p, (week_ago, week_ago))
+        counts = mgr.purge_old()
+        assert counts == {"jobs": 1, "cache_entries": 1, "files": 2}
+        assert not img.exists() and not res.exists()
+        with pytest.raises(JobNotFound):
+            mgr.get(old.id)
+        assert mgr.events_after(new.id) and mgr.result(new.id)[0].exists()   # the recent job is untouched
+        again = mgr.submit(png(1), GenerateOptions())                          # no stale cache hit
+        assert not again.cached
+        wait_state(mgr, again.id, "succeeded")
+    finally:
+        mgr.stop()

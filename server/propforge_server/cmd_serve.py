@@ -37,6 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--max-upload-mb", type=float, default=32.0, help="largest accepted image upload in MiB (default 32)")
     p.add_argument("--max-pixels", type=int, default=None, help="largest accepted image in pixels (default 64 Mi)")
     p.add_argument("--deadline", type=float, default=3600.0, help="default job deadline in seconds (0 = none)")
+    p.add_argument("--keep-days", type=float, default=7.0,
+                   help="forget finished jobs and delete their files after this many days (default 7; 0 = never)")
     p.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate: serve both front ends over TLS")
     p.add_argument("--tls-key", type=Path, default=None, help="PEM private key for --tls-cert")
     p.add_argument("--port-file", type=Path, default=None, help="also write the bound ports as JSON to this file")
@@ -51,6 +53,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         raise InputError(f"--workers must be >= 0, got {args.workers}")
     if args.max_queue < 1:
         raise InputError(f"--max-queue must be >= 1, got {args.max_queue}")
+    if args.keep_days < 0:
+        raise InputError(f"--keep-days must be >= 0, got {args.keep_days}")
+    if args.max_upload_mb <= 0:
+        raise InputError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
     if bool(args.tls_cert) != bool(args.tls_key):
         raise InputError("--tls-cert and --tls-key go together")
     for name in ("tls_cert", "tls_key"):
@@ -60,6 +66,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     cfg = ServerConfig(host=args.host, grpc_port=args.grpc_port, http_port=args.http_port, backend=args.backend,
                        model=args.model, workers=args.workers, token=token, max_queue=args.max_queue,
                        max_upload_bytes=int(args.max_upload_mb * (1 << 20)), default_deadline=args.deadline,
+                       keep_days=args.keep_days,
                        tls_cert=args.tls_cert, tls_key=args.tls_key)
     if args.store is not None:
         cfg.store = args.store

@@ -152,7 +152,10 @@ class GrpcFrontEnd:
         limit = max_upload_bytes + (64 << 10)  # the request also carries options and a name
         self.server = grpc.aio.server(interceptors=interceptors, options=[
             ("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", CHUNK + (64 << 10)),
-            ("grpc.so_reuseport", 0)])
+            ("grpc.so_reuseport", 0),
+            # ping idle connections so long silent stages do not let proxies/NATs drop a WatchJob stream
+            ("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000)])
         pb_grpc.add_PropForgeServicer_to_server(PropForgeService(manager), self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

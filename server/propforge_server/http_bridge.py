@@ -54,8 +54,10 @@ def _json(msg: Any, status: int = 200, headers: dict[str, str] | None = None) ->
 class HttpBridge:
     """Routes of docs/http-api.md; ``app`` is an aiohttp Application ready for an AppRunner."""
 
-    def __init__(self, manager: JobManager, token: str = "", max_upload_bytes: int = 32 << 20) -> None:
+    def __init__(self, manager: JobManager, token: str = "", max_upload_bytes: int = 32 << 20,
+                 keepalive: float = KEEPALIVE_SECONDS) -> None:
         self.manager = manager
+        self.keepalive = keepalive
         self.token = token
         self.max_upload_bytes = max_upload_bytes
         self.app = web.Application(middlewares=[self._errors, self._auth],
@@ -158,7 +160,7 @@ class HttpBridge:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})
         await resp.prepare(request)
-        feed = self.manager.watch(job_id, after, keepalive=KEEPALIVE_SECONDS)
+        feed = self.manager.watch(job_id, after, keepalive=self.keepalive)
         try:
             async for ev in feed:
                 if ev is None:

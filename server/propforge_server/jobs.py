@@ -68,6 +68,7 @@ class ManagerConfig:
     max_attempts: int = 2               # runs of one job across crashes before it is failed
     max_pixels: int = DEFAULT_MAX_PIXELS
     progress_interval: float = 0.1      # seconds between stored progress events within one step
+    keep_days: float = 7.0              # forget finished jobs (and unreferenced files) after this; 0 = never
 
 
 @dataclass
@@ -229,6 +230,7 @@ class JobManager:
             self._submitted[job.backend] += 1
             self._emit(job.id, "queued", {"position": job.queue_position})
             self._cv.notify()
+        log.info("job %s queued at %d: %s, %s", job.id, job.queue_position, job.backend, job.image_name or "(unnamed)")
         return self._copy(job)
 
     def get(self, job_id: str) -> JobRecord:
@@ -454,6 +456,8 @@ class JobManager:
             self._queue.remove(job.id)
             self._update_positions()
         self._finished[state] += 1
+        log.info("job %s %s%s", job.id, state, f" ({code}: {error})" if error else
+                 f" in {job.finished_at - job.started_at:.2f} s" if job.started_at else "")
         self._emit(job.id, kind, data)
         self._jobs.pop(job.id, None)
         self._events.pop(job.id, None)
@@ -626,10 +630,27 @@ class JobManager:
         if run.job.stage:
             self._stage_hist.observe(run.job.stage, now - run.stage_started)
 
+    def purge_old(self) -> dict[str, int]:
+        """Apply the retention policy (``keep_days``) to the store."""
+        if self.config.keep_days <= 0:
+            return {}
+        counts = self.store.purge(time.time() - self.config.keep_days * 86400.0)
+        if any(counts.values()):
+            log.info("retention: forgot %(jobs)d jobs, %(cache_entries)d cache entries, deleted %(files)d files", counts)
+        return counts
+
     def _housekeep(self) -> None:
-        """Expire queued jobs past their deadline and flag running ones (they stop at the next step)."""
+        """Expire queued jobs past their deadline and flag running ones (they stop at the next step);
+        apply the retention policy at start and hourly."""
+        next_purge = 0.0
         while not self._stopping.wait(0.25):
             now = time.time()
+            if now >= next_purge:
+                next_purge = now + 3600.0
+                try:
+                    self.purge_old()
+                except Exception:  # retention must never stop deadline handling
+                    log.exception("retention purge failed")
             with self._cv:
                 for jid in list(self._queue):
                     job = self._jobs[jid]

@@ -62,6 +62,8 @@ class ServerConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     default_deadline: float = 3600.0
     max_attempts: int = 2
+    keep_days: float = 7.0                  # forget finished jobs and their files after this; 0 = never
+    sse_keepalive: float = 15.0             # seconds between ': keepalive' comments on idle SSE streams
     tls_cert: Path | None = None
     tls_key: Path | None = None
 
@@ -79,7 +81,7 @@ class PropForgeServer:
         self.manager = JobManager(self.store, factory, ManagerConfig(
             workers=workers, max_queue=config.max_queue, default_deadline=config.default_deadline,
             backend=config.backend, model=config.model, max_attempts=config.max_attempts,
-            max_pixels=config.max_pixels))
+            max_pixels=config.max_pixels, keep_days=config.keep_days))
         self.grpc: GrpcFrontEnd | None = None
         self._runner: web.AppRunner | None = None
         self.grpc_port = 0
@@ -96,7 +98,7 @@ class PropForgeServer:
         await self.grpc.start()
         self.grpc_port = self.grpc.port
         if cfg.http_port >= 0:
-            bridge = HttpBridge(self.manager, cfg.token, cfg.max_upload_bytes)
+            bridge = HttpBridge(self.manager, cfg.token, cfg.max_upload_bytes, cfg.sse_keepalive)
             self._runner = web.AppRunner(bridge.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
             await self._runner.setup()
             ssl_ctx = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Protocol
@@ -94,6 +95,7 @@ class JobStore(Protocol):
     def last_sequence(self, job_id: str) -> int: ...
     def cache_get(self, key: str) -> tuple[str, int] | None: ...
     def cache_put(self, key: str, sha256: str, size: int) -> None: ...
+    def purge(self, cutoff: float) -> dict[str, int]: ...
 
 
 _JOB_COLUMNS = [f.name for f in fields(JobRecord) if f.name != "queue_position"]
@@ -113,7 +115,8 @@ CREATE TABLE IF NOT EXISTS events (
   job_id TEXT NOT NULL, sequence INTEGER NOT NULL, time REAL NOT NULL, kind TEXT NOT NULL,
   data TEXT NOT NULL, PRIMARY KEY (job_id, sequence)
 );
-CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, sha256 TEXT NOT NULL, size INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
+  used_at REAL NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 SCHEMA_VERSION = "1"
@@ -219,13 +222,50 @@ class SQLiteJobStore:
     def cache_get(self, key: str) -> tuple[str, int] | None:
         with self._lock:
             row = self._db.execute("SELECT sha256, size FROM cache WHERE key=?", (key,)).fetchone()
+            if row is not None:
+                self._db.execute("UPDATE cache SET used_at=? WHERE key=?", (time.time(), key))
         if row is None or self.result_path(row[0]) is None:
             return None
         return row[0], int(row[1])
 
     def cache_put(self, key: str, sha256: str, size: int) -> None:
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO cache VALUES (?, ?, ?)", (key, sha256, size))
+            self._db.execute("INSERT OR REPLACE INTO cache VALUES (?, ?, ?, ?)", (key, sha256, size, time.time()))
+
+    # -- retention --------------------------------------------------------------------------------
+    def purge(self, cutoff: float) -> dict[str, int]:
+        """Forget terminal jobs finished before ``cutoff`` and cache entries unused since, then delete
+        image/result files nothing refers to any more (only files older than ``cutoff``, so a job being
+        submitted right now never loses its freshly written image)."""
+        terminal = tuple(TERMINAL)
+        marks = ", ".join("?" * len(terminal))
+        with self._lock:
+            old = f"SELECT id FROM jobs WHERE state IN ({marks}) AND finished_at < ?"
+            self._db.execute("BEGIN")
+            try:
+                self._db.execute(f"DELETE FROM events WHERE job_id IN ({old})", (*terminal, cutoff))
+                jobs = self._db.execute(f"DELETE FROM jobs WHERE id IN ({old})", (*terminal, cutoff)).rowcount
+                cache = self._db.execute("DELETE FROM cache WHERE used_at < ?", (cutoff,)).rowcount
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            images = {r[0] for r in self._db.execute("SELECT image_sha256 FROM jobs")}
+            results = {r[0] for r in self._db.execute("SELECT result_sha256 FROM jobs")}
+            results |= {r[0] for r in self._db.execute("SELECT sha256 FROM cache")}
+        removed = 0
+        for folder, keep, suffix in ((self.root / "images", images, ""), (self.root / "results", results, ".glb")):
+            for path in folder.iterdir():
+                name = path.name[: -len(suffix)] if suffix and path.name.endswith(suffix) else path.name
+                if path.name.startswith(".") or name in keep or (suffix and not path.name.endswith(suffix)):
+                    continue
+                try:
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    pass
+        return {"jobs": jobs, "cache_entries": cache, "files": removed}
 
     # -- helpers ----------------------------------------------------------------------------------
     @staticmethod
