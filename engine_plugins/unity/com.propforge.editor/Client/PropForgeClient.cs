@@ -194,9 +194,21 @@ namespace PropForge.Client
         async Task<int> ReadWithIdleTimeout(Stream stream, byte[] buf, HttpResponseMessage resp, CancellationToken ct)
         {
             var read = stream.ReadAsync(buf, 0, buf.Length, ct);
-            var idle = Task.Delay(IdleTimeout, ct);
-            var done = await Task.WhenAny(read, idle).ConfigureAwait(false);
-            if (done == read) return await read.ConfigureAwait(false);
+            using (var timer = CancellationTokenSource.CreateLinkedTokenSource(ct))
+            {
+                var idle = Task.Delay(IdleTimeout, timer.Token);
+                var done = await Task.WhenAny(read, idle).ConfigureAwait(false);
+                timer.Cancel();  // no 45 s timer left behind per chunk
+                if (done == read)
+                {
+                    try { return await read.ConfigureAwait(false); }
+                    catch (Exception e) when (e is IOException || e is HttpRequestException || e is WebException)
+                    {   // the connection died mid-response: retryable, unlike a local disk error
+                        ct.ThrowIfCancellationRequested();
+                        throw new PropForgeException(ErrorKind.Network, "connection lost: " + Innermost(e).Message, 0, "", e);
+                    }
+                }
+            }
             resp.Dispose();  // aborts the stuck read; the caller reconnects with Last-Event-ID
             ct.ThrowIfCancellationRequested();
             ObserveFault(read);
@@ -254,9 +266,8 @@ namespace PropForge.Client
                     if (ct.IsCancellationRequested) throw;
                     lastError = new PropForgeException(ErrorKind.Network, "the download timed out");
                 }
-                catch (Exception ex) when (ex is IOException || ex is HttpRequestException || ex is WebException)
+                catch (Exception ex) when (ex is HttpRequestException || ex is WebException)
                 {
-                    if (ex is IOException && !(ex.InnerException is WebException) && !IsNetworkIo(ex)) throw;
                     lastError = ex;
                 }
                 failures++;
@@ -265,14 +276,6 @@ namespace PropForge.Client
                         + (lastError != null ? lastError.Message : "?"), 0, "", lastError);
                 await Task.Delay(Backoff(failures), ct).ConfigureAwait(false);
             }
-        }
-
-        static bool IsNetworkIo(Exception ex)
-        {
-            // Mono/.NET wrap socket errors of a response stream in IOException with a SocketException inside.
-            for (var e = ex; e != null; e = e.InnerException)
-                if (e is System.Net.Sockets.SocketException || e is WebException) return true;
-            return ex.Message.IndexOf("connection", StringComparison.OrdinalIgnoreCase) >= 0;
         }
 
         /// <summary>One GET of the result; appends to partPath. Returns the total size, or -1 on 416.</summary>
