@@ -45,11 +45,16 @@ class DecodedAsset:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def requantize(coords512: torch.Tensor, resolution: int) -> torch.Tensor:
-    """512-level coords -> unique rows of ⌊(c + 0.5)/512 · R/16⌋ (fp32, truncation), sorted (spec §6.3)."""
+def quantize_coords(coords512: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Per row ⌊(c + 0.5)/512 · R/16⌋ in fp32 with truncation, batch column copied (spec §6.3)."""
     q = coords512.clone()
     q[:, 1:] = ((coords512[:, 1:].float() + 0.5) / LR_RESOLUTION * (resolution // 16)).int()
-    return q.unique(dim=0)
+    return q
+
+
+def requantize(coords512: torch.Tensor, resolution: int) -> torch.Tensor:
+    """HR tokens: unique rows of the quantised coords, sorted lexicographically."""
+    return quantize_coords(coords512, resolution).unique(dim=0)
 
 
 def cascade_coords(coords512: torch.Tensor, target: int, max_num_tokens: int

@@ -85,9 +85,9 @@ class SparseResBlockC2S3d(nn.Module):
             self.to_subdiv = SparseLinear(c_in, 8)
 
     def forward(self, x: SparseTensor, guide: torch.Tensor | None = None) -> tuple[SparseTensor, torch.Tensor | None]:
-        """-> (children, subdivision logits [N, 8] or None); ``guide`` = logits whose signs pick children."""
+        """-> (children, own subdivision logits [N, 8] or None); a ``guide``'s signs pick the children."""
         logits = self.to_subdiv(x.feats) if hasattr(self, "to_subdiv") else None
-        signs = logits if logits is not None else guide
+        signs = guide if guide is not None else logits
         h = self.conv1(x.replace(F.silu(self.norm1(x.feats))))
         h, _ = channel_to_spatial(h, None if signs is None else signs > 0)
         skip = children_feats(h, x.feats)                                   # [M, C_in / 8]
@@ -168,6 +168,7 @@ class SparseUnetVaeDecoder(nn.Module):
     def forward(self, z: SparseTensor, guide_subs: list[torch.Tensor] | None = None
                 ) -> tuple[SparseTensor, list[torch.Tensor]]:
         """-> (head output fp32 [N_R, out], subdivision logits per level, fp32)."""
+        """``guide_subs`` (texture decoder: required) makes the shape decoder follow given subdivisions."""
         if not self.config.pred_subdiv and guide_subs is None:
             raise ValueError("this decoder follows another decoder's subdivisions: pass guide_subs")
         h, subs = self.trunk(z, guide_subs)
