@@ -290,7 +290,8 @@ func _on_check_completed(
 			_server_status.text = "server is up but not ready (HTTP %d)" % code
 			return
 		_check_step = "backends"
-		_http.request(_base_url() + "/v1/backends", _auth_headers())
+		# Deferred: a new request from inside request_completed can find the node still busy.
+		_http.request.call_deferred(_base_url() + "/v1/backends", _auth_headers())
 		return
 	if code != 200:
 		_server_status.text = Client.problem_message(code, text)
@@ -685,8 +686,20 @@ func _load_history() -> void:
 			and e.has("output")
 			and e.get("options") is Dictionary
 		):
+			e["options"] = _normalize_options(e["options"])
 			_history.append(e)
 	_refresh_history()
+
+
+## JSON gives every number back as a float: restore the integer fields of JobOptions.
+static func _normalize_options(o: Dictionary) -> Dictionary:
+	var out := o.duplicate(true)
+	for key in ["faces", "textureSize"]:
+		if out.has(key):
+			out[key] = int(out[key])
+	if out.has("seed"):
+		out["seed"] = str(out["seed"]).get_slice(".", 0)
+	return out
 
 
 ## Written to a temp file and renamed, so a crash never leaves half a history.
