@@ -356,10 +356,13 @@ func _part_file(id: String) -> String:
 ## sha256, then rename into place. Returns "" or the reason it failed.
 func _download(client: Client, id: String, expected_sha: String) -> String:
 	DirAccess.make_dir_recursive_absolute(_part_abs)
-	if not FileAccess.file_exists(_part_abs.path_join(".gdignore")):
-		var ignore := FileAccess.open(_part_abs.path_join(".gdignore"), FileAccess.WRITE)
-		if ignore != null:
-			ignore.close()
+	# .gdignore: the editor never imports partial files; .gitignore: they are never committed.
+	for marker in [[".gdignore", ""], [".gitignore", "*\n"]]:
+		if not FileAccess.file_exists(_part_abs.path_join(marker[0])):
+			var f := FileAccess.open(_part_abs.path_join(marker[0]), FileAccess.WRITE)
+			if f != null:
+				f.store_string(marker[1])
+				f.close()
 	var part := _part_file(id)
 	_mutex.lock()
 	_phase = "download"
