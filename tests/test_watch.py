@@ -190,6 +190,26 @@ def test_godot_nested_folders_are_mirrored_without_meta(project, assert_valid_gl
     assert (p.layout.root / ".godot" / "propforge" / "watch.db").is_file()
     assert not (p.layout.output / "notes.glb").exists()
     assert w.stats["generated"] == 1
+    # a folder of images moved in from elsewhere (one rename event for the folder)
+    outside = p.layout.root.parent / "incoming"
+    (outside / "deep").mkdir(parents=True)
+    (outside / "deep" / "m.png").write_bytes(png(24))
+    (outside / "deep" / "crate.png").write_bytes(png(2, shape="L"))     # same bytes as crate.png
+    outside.rename(p.layout.drop / "incoming")
+    for rel in ("incoming/deep/m.png", "incoming/deep/crate.png"):
+        p.record(p.layout.drop / rel)
+    assert p.wait_state("incoming/deep/m.png")["state"] == "done"
+    assert p.wait_state("incoming/deep/crate.png")["deduplicated_from"] == "props/crates/crate.png"
+    # m.jpg would also become m.glb: refused, and m.png's status is left alone
+    buf = io.BytesIO()
+    make_cutout(48, seed=25).convert("RGB").save(buf, "JPEG")
+    p.drop("incoming/deep/m.jpg", buf.getvalue())
+    wait_for(lambda: w.db.runs("incoming/deep/m.jpg"), 30, "m.jpg to be refused")
+    assert w.wait_idle(30)
+    clash = [r for r in w.db.runs("incoming/deep/m.jpg")]
+    assert [r["kind"] for r in clash] == ["failed"] and "rename one of the two" in clash[0]["error"]
+    st = p.status("incoming/deep/m.png")
+    assert st["source"] == "propforge/drop/incoming/deep/m.png" and st["state"] == "done"
 
 
 def test_burst_of_30(project, assert_valid_glb, caplog):

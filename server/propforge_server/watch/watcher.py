@@ -372,15 +372,18 @@ class Watcher:
             return
         osha = intake.options_sha256(opts)
         if self._is_done(rel, sha, osha):
-            self.stats["skipped"] += 1
+            self._count("skipped")
             log.debug("up to date: %s", rel)
             return
         out_rel = self._out_rel(rel)
         clash = [r.source for r in self.db.by_output(out_rel)
-                 if r.source != rel and self.layout.source_path(r.source).is_file()]
+                 if r.source != rel and r.state != "failed" and self.layout.source_path(r.source).is_file()]
         if clash:
-            self._fail(rel, 1, f"output {self._show(out)} is already made from {clash[0]}; "
-                               "rename one of the two images", permanent=True, sha=sha, osha=osha)
+            # the status file belongs to the other image: report here, in the log and the run log only
+            reason = f"output {self._show(out)} is already made from {clash[0]}; rename one of the two images"
+            self.db.log_run(rel, "failed", source_sha256=sha, options_sha256=osha, error=reason)
+            self._count("failed")
+            log.error("failed %s: %s", rel, reason)
             return
         self.db.upsert(rel, out_rel, "queued", source_sha256=sha, options_sha256=osha, attempts=0, error=None)
         self._write_status(out, "queued", **self._ids(rel), source_sha256=sha, options_sha256=osha)
@@ -544,7 +547,7 @@ class Watcher:
                        output_sha256=gsha, output_size=len(glb), attempts=attempt, error=None)
         kind = "copied" if copied_from else "generated"
         self.db.log_run(rel, kind, source_sha256=sha, options_sha256=osha, output_sha256=gsha, seconds=seconds)
-        self.stats[kind] += 1
+        self._count(kind)
         self._write_status(out, "done", **self._ids(rel), source_sha256=sha, options_sha256=osha,
                            output_sha256=gsha, output_size=len(glb), backend=backend, options=opts.to_dict(),
                            attempt=attempt, seconds=round(seconds, 3), deduplicated_from=copied_from)
@@ -572,7 +575,7 @@ class Watcher:
         self.db.upsert(rel, self._out_rel(rel), "failed", source_sha256=sha, options_sha256=osha,
                        attempts=attempt, error=reason)
         self.db.log_run(rel, "failed", source_sha256=sha, options_sha256=osha, error=reason)
-        self.stats["failed"] += 1
+        self._count("failed")
         self._write_status(out, "failed", **ids, attempt=attempt, error=reason)
         log.error("failed %s: %s", rel, reason)
 
@@ -581,6 +584,10 @@ class Watcher:
         if self.layout.engine == UNITY:
             ensure_asset_meta(self.layout.root, status_path(out))
         write_status(out, state, **fields)
+
+    def _count(self, kind: str) -> None:
+        with self._cv:
+            self.stats[kind] += 1
 
     def _hidden(self, path: Path) -> bool:
         """Inside a hidden folder of the drop tree (editor temp folders, .git, ...)."""
