@@ -194,7 +194,7 @@ def test_rasterize_covers_texel_centres_inside_triangles_only():
     assert bary.min() > -1e-6 and np.abs(bary.sum(1) - 1).max() < 1e-9
 
 
-def test_fill_empty_texelss_everything_and_keeps_covered():
+def test_fill_empty_texels_everything_filled_covered_kept():
     rng = np.random.default_rng(1)
     img = rng.random((64, 64, 3)).astype(np.float32)
     mask = np.zeros((64, 64), bool)

@@ -7,7 +7,10 @@ push-pull so bilinear/mip sampling across chart seams never reads black.
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -24,35 +27,58 @@ class BakedTextures:
     coverage: np.ndarray            # bool [H, W] texels inside some UV triangle
 
 
+def _row_spans(p: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per (triangle, texel row) the column range whose centres may be inside: (face, row, c0, count).
+
+    Rows come from each triangle's y-range; columns from where the row crosses the triangle's
+    edges, widened by a hair so the exact barycentric test decides ties.
+    """
+    y_lo = np.clip(np.ceil(p[:, :, 1].min(1)), 0, size).astype(np.int64)
+    y_hi = np.clip(np.floor(p[:, :, 1].max(1)), -1, size - 1).astype(np.int64)
+    n_rows = np.maximum(y_hi - y_lo + 1, 0)
+    tri = np.repeat(np.arange(len(p)), n_rows)
+    y = (y_lo[tri] + np.arange(len(tri)) - np.repeat(np.cumsum(n_rows) - n_rows, n_rows)).astype(np.float64)
+    xl = np.full(len(tri), np.inf)
+    xr = np.full(len(tri), -np.inf)
+    for a, b in ((0, 1), (1, 2), (2, 0)):
+        xa, ya, xb, yb = p[tri, a, 0], p[tri, a, 1], p[tri, b, 0], p[tri, b, 1]
+        hit = (y >= np.minimum(ya, yb) - 1e-9) & (y <= np.maximum(ya, yb) + 1e-9)
+        flat = ya == yb
+        t = np.clip((y - ya) / np.where(flat, 1.0, yb - ya), 0.0, 1.0)
+        x = xa + t * (xb - xa)
+        xl = np.where(hit, np.minimum(xl, np.where(flat, np.minimum(xa, xb), x)), xl)
+        xr = np.where(hit, np.maximum(xr, np.where(flat, np.maximum(xa, xb), x)), xr)
+    ok = np.isfinite(xl) & np.isfinite(xr)
+    c0 = np.clip(np.ceil(np.where(ok, xl, 0) - 1e-6), 0, size).astype(np.int64)
+    c1 = np.clip(np.floor(np.where(ok, xr, -1) + 1e-6), -1, size - 1).astype(np.int64)
+    return tri, y.astype(np.int64), c0, np.maximum(c1 - c0 + 1, 0)
+
+
 def rasterize_uv(uvs: np.ndarray, faces: np.ndarray, size: int, with_bary: bool = False):
     """Face id per texel (int32 [size, size], -1 = empty): texel centres inside each UV triangle.
 
     ``with_bary`` also returns float32 [size, size, 2] barycentrics (l1, l2) of each covered texel.
-
-    Bounding-box candidates are enumerated for many triangles at once; where triangles overlap,
-    the later face wins (as the reference's chunked rasteriser does).
+    Candidates are enumerated per row span (about the covered count, not the bounding boxes);
+    where triangles overlap, the later face wins (as the reference's chunked rasteriser does).
     """
     p = uvs.astype(np.float64)[faces] * size - 0.5                       # texel-centre coordinates
-    lo = np.clip(np.ceil(p.min(1)), 0, size - 1).astype(np.int64)
-    hi = np.clip(np.floor(p.max(1)), 0, size - 1).astype(np.int64)
     v0, v1 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
     den = v0[:, 0] * v1[:, 1] - v1[:, 0] * v0[:, 1]
-    span = np.maximum(hi - lo + 1, 0)
-    counts = np.where(np.abs(den) > 1e-12, span[:, 0] * span[:, 1], 0)
+    live = np.abs(den) > 1e-12
+    tri, row, c0, count = _row_spans(p, size)
+    count = np.where(live[tri], count, 0)
     face_img = np.full(size * size, -1, dtype=np.int32)
     bary_img = np.zeros((size * size, 2), dtype=np.float32) if with_bary else None
-    ends = np.cumsum(counts)
-    start_face = 0
-    while start_face < len(faces):
-        base = ends[start_face - 1] if start_face else 0
-        stop = max(int(np.searchsorted(ends, base + _RASTER_CHUNK, side="right")), start_face + 1)
-        fids = np.arange(start_face, stop)
-        c = counts[fids]
-        fid = np.repeat(fids, c)
-        local = np.arange(len(fid)) - np.repeat(np.cumsum(c) - c, c)
-        w = span[fid, 0]
-        x = lo[fid, 0] + local % w
-        y = lo[fid, 1] + local // w
+    ends = np.cumsum(count)
+    start = 0
+    while start < len(tri):
+        base = ends[start - 1] if start else 0
+        stop = max(int(np.searchsorted(ends, base + _RASTER_CHUNK, side="right")), start + 1)
+        c = count[start:stop]
+        span = np.repeat(np.arange(start, stop), c)
+        fid = tri[span]
+        x = c0[span] + np.arange(len(span)) - np.repeat(np.cumsum(c) - c, c)
+        y = row[span]
         dx, dy = x - p[fid, 0, 0], y - p[fid, 0, 1]
         inv = 1.0 / den[fid]
         l1 = (dx * v1[fid, 1] - v1[fid, 0] * dy) * inv
@@ -62,7 +88,7 @@ def rasterize_uv(uvs: np.ndarray, faces: np.ndarray, size: int, with_bary: bool 
         face_img[tex] = fid[inside]
         if with_bary:
             bary_img[tex] = np.stack([l1[inside], l2[inside]], 1)
-        start_face = stop
+        start = stop
     if with_bary:
         return face_img.reshape(size, size), bary_img.reshape(size, size, 2)
     return face_img.reshape(size, size)
@@ -152,7 +178,8 @@ def sample_trilinear(ov: OVoxel, points: np.ndarray, index: BlockIndex | None = 
     a_min = ov.aabb[0].astype(np.float64)
     voxel = (ov.aabb[1] - ov.aabb[0]).astype(np.float64) / ov.resolution
     attrs = ov.attrs
-    for s in range(0, len(pts), chunk):
+
+    def run(s: int) -> None:
         q = (pts[s:s + chunk] - a_min) / voxel
         base = np.floor(q - 0.5)
         frac = (q - (base + 0.5)).astype(np.float32)             # weight of the +1 corner per axis
@@ -168,7 +195,21 @@ def sample_trilinear(ov: OVoxel, points: np.ndarray, index: BlockIndex | None = 
             acc += w[:, None] * attrs[rows]                       # rows = -1 reads a row but w = 0
             wsum += w
         out[s:s + chunk] = acc / np.maximum(wsum, 1e-12)[:, None]
+
+    parallel_chunks(run, range(0, len(pts), chunk))
     return out
+
+
+def parallel_chunks(fn: Callable[[int], None], starts: range) -> None:
+    """Run independent chunks on all cores: numpy releases the GIL inside these array operations."""
+    workers = min(os.cpu_count() or 1, len(starts), 8)
+    if workers <= 1:
+        for s in starts:
+            fn(s)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        for _ in pool.map(fn, starts):
+            pass
 
 
 def quantize(values: np.ndarray) -> np.ndarray:
@@ -176,9 +217,28 @@ def quantize(values: np.ndarray) -> np.ndarray:
     return np.clip(values * 255.0, 0.0, 255.0).astype(np.uint8)
 
 
+@dataclass
+class ReferenceSurface:
+    """What texel re-projection and sampling need from the dense pre-decimation surface.
+
+    Built once per export (in the background while the decimated mesh is unwrapped).
+    """
+
+    vertices: np.ndarray
+    normals: np.ndarray
+    tree: cKDTree
+    index: BlockIndex
+
+
+def prepare_reference(ov: OVoxel, vertices: np.ndarray, faces: np.ndarray) -> ReferenceSurface:
+    from .mesh.cleanup import vertex_normals
+
+    return ReferenceSurface(vertices, vertex_normals(vertices, faces), cKDTree(vertices),
+                            BlockIndex(ov.coords, ov.resolution))
+
+
 def bake_textures(ov: OVoxel, vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray,
-                  ref_vertices: np.ndarray, ref_normals: np.ndarray, size: int,
-                  tree: cKDTree | None = None) -> BakedTextures:
+                  reference: ReferenceSurface, size: int) -> BakedTextures:
     """Textures for the UV-mapped mesh (``vertices``/``faces``/``uvs`` share indices)."""
     face_img, bary_img = rasterize_uv(uvs, faces, size, with_bary=True)
     face_img = face_img.reshape(-1)
@@ -189,8 +249,8 @@ def bake_textures(ov: OVoxel, vertices: np.ndarray, faces: np.ndarray, uvs: np.n
     a = tri[:, 0]
     e1, e2 = tri[:, 1] - a, tri[:, 2] - a
     pos = (a[fid] + l12[:, :1] * e1[fid] + l12[:, 1:] * e2[fid]).astype(np.float64)
-    pos = project_to_surface(pos, ref_vertices, ref_normals, tree)
-    attrs = sample_trilinear(ov, pos)
+    pos = project_to_surface(pos, reference.vertices, reference.normals, reference.tree)
+    attrs = sample_trilinear(ov, pos, reference.index)
     dense = np.zeros((size * size, attrs.shape[1]), np.float32)
     dense[texels] = attrs
     mask = (face_img >= 0).reshape(size, size)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
-from ..bake import bake_textures
+from ..bake import bake_textures, prepare_reference
 from ..errors import InputError
 from ..fileio import write_atomic
 from ..mesh.cleanup import clean_mesh, vertex_normals
@@ -71,16 +72,17 @@ def export_glb(generation: Generation, options: ExportOptions | None = None, pat
     lap("cleanup")
     if len(ref_f) == 0:
         raise InputError("nothing to export: the O-Voxel's surface has no faces after clean-up")
-    plan("mesh", 0.5, message=f"decimating {len(ref_f)} faces to at most {options.faces}")
-    v, f = decimate(ref_v, ref_f, options.faces, extent=extent)
-    lap("decimate")
-    plan("uv", 0.0, message=f"unwrapping {len(f)} faces")
-    vmap, uv_faces, uvs = unwrap(v, f, options.texture_size)
-    lap("uv")
-    plan("bake", 0.0, message=f"baking {options.texture_size}px textures")
-    normals = vertex_normals(v, f)[vmap]
-    ref_n = vertex_normals(ref_v, ref_f)
-    tex = bake_textures(ov, v[vmap], uv_faces, uvs, ref_v, ref_n, options.texture_size)
+    with ThreadPoolExecutor(1) as pool:     # reference normals, k-d tree, voxel index: overlap with xatlas
+        reference = pool.submit(prepare_reference, ov, ref_v, ref_f)
+        plan("mesh", 0.5, message=f"decimating {len(ref_f)} faces to at most {options.faces}")
+        v, f = decimate(ref_v, ref_f, options.faces, extent=extent)
+        lap("decimate")
+        plan("uv", 0.0, message=f"unwrapping {len(f)} faces")
+        vmap, uv_faces, uvs = unwrap(v, f, options.texture_size)
+        lap("uv")
+        plan("bake", 0.0, message=f"baking {options.texture_size}px textures")
+        normals = vertex_normals(v, f)[vmap]
+        tex = bake_textures(ov, v[vmap], uv_faces, uvs, reference.result(), options.texture_size)
     lap("bake")
     plan("write", 0.0, message=f"writing GLB ({options.texture_format} textures)")
     mode, cutoff = (choose_alpha_mode(tex.base_color[..., 3], tex.coverage) if options.alpha_mode == "auto"
