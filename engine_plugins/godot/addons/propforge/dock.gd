@@ -536,7 +536,11 @@ func _sync_entry(job: Job) -> void:
 ## The GLB was renamed into res://propforge/generated/: let the editor import it, then place it.
 func _start_import(path: String, placement: Dictionary) -> void:
 	_pending_imports[path] = {"placement": placement, "since": Time.get_ticks_msec(), "scans": 1}
-	EditorInterface.get_resource_filesystem().scan()
+	var efs := EditorInterface.get_resource_filesystem()
+	if efs.get_file_type(path) == "PackedScene" and not efs.is_scanning():
+		efs.reimport_files(PackedStringArray([path]))  # regenerated: refresh the known file now
+	else:
+		efs.scan()  # new file: the scan finds and imports it
 
 
 func _on_resources_reimported(resources: PackedStringArray) -> void:
