@@ -201,8 +201,57 @@ def relief_sdf(sd: np.ndarray, half: np.ndarray, resolution: int, rim_radius: fl
     sdf = np.empty((r + 1, r + 1, r + 1), np.float32)
     sdf[:] = 1.0 / r + np.abs(v)[None, :, None]                    # outside the band: clearly outside
     yb = np.abs(v[band])[None, :, None]
-    sdf[:, band, :] = round_intersection(d2[:, None, :], yb - hh[:, None, :], rim_radius)
+    slab = round_intersection(d2[:, None, :], yb - hh[:, None, :], rim_radius)
+    remove_checkerboards(slab)
+    sdf[:, band, :] = slab
     return sdf
+
+
+def _checker_faces(neg: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Faces normal to ``axis`` whose 4 corners alternate in sign; returns (mask, corner-00-inside)."""
+    a, b = [d for d in range(3) if d != axis]
+
+    def corner(da: int, db: int) -> np.ndarray:
+        sl = [slice(None)] * 3
+        sl[a] = slice(da, neg.shape[a] - 1 + da)
+        sl[b] = slice(db, neg.shape[b] - 1 + db)
+        return neg[tuple(sl)]
+
+    c00, c01, c10, c11 = corner(0, 0), corner(0, 1), corner(1, 0), corner(1, 1)
+    return (c00 == c11) & (c01 == c10) & (c00 != c01), c00
+
+
+def remove_checkerboards(sdf: np.ndarray, max_iter: int = 8) -> int:
+    """Make every grid face sign-unambiguous by joining diagonal inside corners (in place).
+
+    A face whose corners alternate inside/outside makes the dual grid put four quads on one edge
+    (a non-manifold seam). Thin or diagonal features of the silhouette cause it; we set the two
+    outside corners just inside, which joins the diagonal parts instead of cutting them apart.
+    Returns the number of corners changed.
+    """
+    eps = -1e-4 / (sdf.shape[0] - 1)
+    changed = 0
+    for _ in range(max_iter):
+        neg = sdf < 0
+        fix = np.zeros_like(neg)
+        for axis in range(3):
+            bad, c00_in = _checker_faces(neg, axis)
+            if not bad.any():
+                continue
+            a, b = [d for d in range(3) if d != axis]
+            for da, db in ((0, 0), (0, 1), (1, 0), (1, 1)):
+                # outside corners: (0,1),(1,0) when c00 is inside, else (0,0),(1,1)
+                want = bad & (c00_in if (da + db) % 2 else ~c00_in)
+                sl = [slice(None)] * 3
+                sl[a] = slice(da, neg.shape[a] - 1 + da)
+                sl[b] = slice(db, neg.shape[b] - 1 + db)
+                fix[tuple(sl)] |= want
+        n = int(fix.sum())
+        if n == 0:
+            break
+        sdf[fix] = eps
+        changed += n
+    return changed
 
 
 class _Attributes:
