@@ -259,9 +259,10 @@ class _Attributes:
 
     def __init__(self, colour: np.ndarray, half: np.ndarray, voxels_per_px: float) -> None:
         self.colour = colour
-        sigma = max(1.0, 3.0 / voxels_per_px)
+        # the back: the same object seen from behind, so its colours, but not the front's details
+        sigma = max(1.0, 5.0 / voxels_per_px)
         blurred = np.stack([ndimage.gaussian_filter(colour[..., c], sigma) for c in range(3)], -1)
-        self.back = np.clip(0.8 * (0.35 * colour + 0.65 * blurred), 0.0, 1.0)
+        self.back = np.clip(0.8 * (0.25 * colour + 0.75 * blurred), 0.0, 1.0)
         self.rough, self.metal = material_maps(colour)
         self.half = half
 
