@@ -297,3 +297,19 @@ def test_bad_options_are_rejected(bad):
     ov = sdf_to_ovoxel(sphere_sdf(r=16), attrs_fn())
     with pytest.raises(InputError):
         export_glb(gen(ov), small_opts(**bad))
+
+
+@pytest.mark.parametrize("b", [0, 1])
+def test_decoder_style_ovoxel_exports_valid_glb(b, assert_valid_glb):
+    """The reference decoder's own mesh inputs (offsets outside [0, 1], split weights, open sheets)."""
+    from safetensors.numpy import load_file
+
+    from conftest import GOLDEN, need_shared
+    out = load_file(need_shared(GOLDEN / "shape_dec_fp32" / "outputs.safetensors"))
+    coords = out[f"mesh{b}_in_coords"]
+    attrs = np.random.default_rng(b).random((len(coords), ATTR_CHANNELS)).astype(np.float32)
+    ov = OVoxel(coords, out[f"mesh{b}_in_dual_vertices"], out[f"mesh{b}_in_intersected"].reshape(-1, 3), attrs,
+                int(np.asarray(out[f"mesh{b}_grid_size"]).reshape(-1)[0]), split_weight=out[f"mesh{b}_in_split_weight"])
+    data = export_glb(gen(ov), small_opts(faces=400))
+    assert_valid_glb(data)
+    assert 0 < len(Glb(data).faces) <= 400

@@ -217,3 +217,22 @@ def test_block_index_sampler_matches_reference_sampler():
     fast = sample_trilinear(ov, pts, BlockIndex(ov.coords, ov.resolution), chunk=777)
     np.testing.assert_allclose(fast, ref, atol=2e-6)
     assert (ref == 0).all(1).sum() > 100                              # far points: no neighbours -> 0
+
+
+def test_tetrahedron_soup_still_meets_the_budget():
+    rng = np.random.default_rng(3)
+    base = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], np.float32)
+    tf = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+    sizes = rng.uniform(0.01, 0.05, 300)
+    v = np.concatenate([base * s + rng.uniform(-0.4, 0.4, 3) for s in sizes]).astype(np.float32)
+    f = np.concatenate([tf + 4 * i for i in range(300)])
+    v2, f2 = decimate(v, f, 200)
+    assert 0 < len(f2) <= 200
+    assert consistent(f2) and volume(v2, f2) > 0
+
+
+def test_flat_prop_in_the_ground_plane_gets_its_largest_extent_as_height():
+    from propforge.export.gltf_write import place
+    v = np.array([[0, 0, 0], [2, 0, 0], [2, 0, 1], [0, 0, 1]], np.float32)    # glTF frame: flat in XZ
+    p = place(v, 1.5)
+    assert np.ptp(p[:, 0]) == pytest.approx(1.5) and np.ptp(p[:, 1]) == 0 and p[:, 1].min() == 0

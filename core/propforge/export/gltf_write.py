@@ -30,10 +30,16 @@ def to_gltf_frame(v: np.ndarray) -> np.ndarray:
 
 
 def place(v: np.ndarray, height: float) -> np.ndarray:
-    """Scale so the Y extent is ``height`` metres, then put min Y at 0 and centre X/Z on the origin."""
+    """Scale so the Y extent is ``height`` metres, then put min Y at 0 and centre X/Z on the origin.
+
+    A flat prop lying in the ground plane (a rug, a decal) has no height to speak of: then its
+    largest extent becomes ``height`` instead of blowing the sheet up to infinity.
+    """
     v = v.astype(np.float64)
     lo, hi = v.min(0), v.max(0)
     extent = hi[1] - lo[1]
+    if extent <= 1e-3 * (hi - lo).max():
+        extent = (hi - lo).max()
     scale = height / extent if extent > 0 else 1.0
     v = (v - [(lo[0] + hi[0]) / 2, lo[1], (lo[2] + hi[2]) / 2]) * scale
     return v.astype(np.float32)

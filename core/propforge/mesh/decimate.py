@@ -36,4 +36,29 @@ def decimate(vertices: np.ndarray, faces: np.ndarray, max_faces: int, extent: fl
             return dv, df
         target = max(4, target - (len(df) - max_faces) - max(1, max_faces // 100))
         v, f = dv, df
-    raise RuntimeError(f"could not decimate below {max_faces} faces (got {len(df)})")
+    return keep_largest_components(dv, df, max_faces)
+
+
+def keep_largest_components(vertices: np.ndarray, faces: np.ndarray, max_faces: int
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """Last resort when many tiny closed pieces cannot collapse further: drop the smallest pieces."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from .cleanup import face_normals, remove_unreferenced_vertices
+
+    nv = len(vertices)
+    g = coo_matrix((np.ones(2 * len(faces)), (faces[:, [0, 1]].reshape(-1), faces[:, [1, 2]].reshape(-1))),
+                   shape=(nv, nv))
+    _, lab = connected_components(g, directed=False)
+    comp = lab[faces[:, 0]]
+    area = np.bincount(comp, np.linalg.norm(face_normals(vertices, faces, unit=False), axis=1))
+    n_faces = np.bincount(comp, minlength=len(area))
+    order = np.argsort(-area)
+    fits = order[np.cumsum(n_faces[order]) <= max_faces]
+    if len(fits) == 0:
+        raise RuntimeError(f"could not decimate below {max_faces} faces: the largest piece alone has "
+                           f"{n_faces[order[0]]} faces")
+    keep = np.isin(comp, fits)
+    v, f, _ = remove_unreferenced_vertices(vertices, faces[keep])
+    return v, f
