@@ -215,7 +215,7 @@ def test_godot_nested_folders_are_mirrored_without_meta(project, assert_valid_gl
 def test_burst_of_30(project, assert_valid_glb, caplog):
     caplog.set_level(logging.INFO, logger="propforge.watch")
     p = project("unity")
-    w = p.start()
+    w = p.start(workers=2)
     names = [f"burst/img_{i:02d}.png" for i in range(30)]
     for i, name in enumerate(names):
         p.drop(name, png(100 + i, size=40))
@@ -436,6 +436,13 @@ def test_delete_outputs_when_configured(project):
              20, "meta and status to be removed")
 
 
+def test_polling_observer(project):
+    p = project("godot")
+    p.start(polling=True)
+    p.drop("polled.png", png(26))
+    assert p.wait_state("polled.png", timeout=60)["state"] == "done"
+
+
 def test_second_watcher_on_same_project_is_refused(project):
     from propforge.errors import PropForgeError
 
@@ -445,30 +452,9 @@ def test_second_watcher_on_same_project_is_refused(project):
         Watcher(p.layout, WatchConfig(options=FAST)).start()
 
 
-def test_cli_once_then_restart_skips_done_work(project, tmp_path):
-    import subprocess
-    import sys
-
-    p = project("godot")
-    p.drop("x.png", png(17))
-    p.drop("y/z.png", png(18))
-    cmd = [sys.executable, "-m", "propforge_server.cli", "watch", str(p.layout.root), "--once",
-           "--backend", "relief", "--faces", "300", "--texture-size", "128"]
-    first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert first.returncode == 0, first.stderr
-    assert "2 generated" in first.stderr
-    assert p.status("x.png")["state"] == "done" and p.status("y/z.png")["state"] == "done"
-    mtime = p.out("x.png").stat().st_mtime_ns
-    p.drop("broken.png", b"\x89PNG\r\n\x1a\n not really")
-    second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert second.returncode == 1, second.stderr                    # an image failed
-    assert "0 generated" in second.stderr and "1 failed" in second.stderr
-    assert "broken.png" in second.stderr and "Traceback" not in second.stderr
-    assert p.out("x.png").stat().st_mtime_ns == mtime
-
-
-def test_killed_watcher_resumes_and_does_each_image_once(project, tmp_path):
-    """kill -9 mid-burst (no clean-up at all), then `--once`: every image done exactly once."""
+def test_stopped_and_killed_watcher_resume_and_do_each_image_once(project, tmp_path):
+    """SIGTERM mid-burst, restart, kill -9 mid-burst (no clean-up at all), then `--once`:
+    every image done exactly once."""
     import signal
     import subprocess
     import sys
@@ -476,15 +462,24 @@ def test_killed_watcher_resumes_and_does_each_image_once(project, tmp_path):
     from propforge_server.watch import StateDB
 
     p = project("godot")
-    names = [f"k{i}.png" for i in range(8)]
+    names = [f"k{i}.png" for i in range(10)]
     for i, name in enumerate(names):
         p.drop(name, png(300 + i, size=40))
     cmd = [sys.executable, "-m", "propforge_server.cli", "watch", str(p.layout.root),
            "--backend", "relief", "--faces", "300", "--texture-size", "128", "--settle", "0.2"]
+    # SIGTERM (service stop): a clean exit, the interrupted image goes back to "queued"
+    term = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: any(p.status(n).get("state") == "done" for n in names), 120, "one image done")
+    finally:
+        term.send_signal(signal.SIGTERM)
+        out, _ = term.communicate(timeout=60)
+    assert term.returncode == 0 and "stopping" in out and "Traceback" not in out, out
+    assert all(p.status(n).get("state") in ("done", "queued") for n in names)
     with open(tmp_path / "watch.log", "wb") as logf:
         proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT)
         try:
-            wait_for(lambda: sum(p.status(n).get("state") == "done" for n in names) >= 2, 120, "two images done")
+            wait_for(lambda: sum(p.status(n).get("state") == "done" for n in names) >= 3, 120, "three images done")
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait(30)
@@ -492,8 +487,12 @@ def test_killed_watcher_resumes_and_does_each_image_once(project, tmp_path):
     assert len(done_first) < len(names), "the burst should be cut in the middle"
     for n in names:
         assert p.out(n).exists() == (n in done_first) or p.status(n).get("state") == "running", n
+    broken = p.drop("broken.png", b"\x89PNG\r\n\x1a\n not really")
+    os.utime(broken, (time.time() - 60, time.time() - 60))     # dropped a while ago: no reason to wait
+    p.record(broken)
     again = subprocess.run(cmd + ["--once"], capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr
+    assert again.returncode == 1, again.stderr                      # exit 1: an image failed
+    assert "1 failed" in again.stderr and "broken.png" in again.stderr and "Traceback" not in again.stderr
     db = StateDB(p.layout.state / "watch.db")
     try:
         assert sorted(r["source"] for r in db.runs() if r["kind"] == "generated") == names
