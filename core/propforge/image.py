@@ -152,6 +152,10 @@ def load_image(src: ImageSource, *, name: str | None = None, max_pixels: int | N
         label = name or "image"
         check_size(src.width, src.height, label, max_pixels)
         img = src
+        try:                                 # Image.open() is lazy: decoding may still fail here
+            img.load()
+        except (OSError, SyntaxError, ValueError, EOFError) as e:
+            raise InputError(f"{label}: image file is truncated or corrupt ({e})") from None
     else:
         label = name or (str(src) if isinstance(src, (str, os.PathLike)) else "image")
         img = _open_checked(read_source(src, label), label, max_pixels)

@@ -21,7 +21,7 @@ from scipy import ndimage, sparse
 from scipy.sparse.linalg import spsolve
 
 from ..errors import InputError
-from ..image import to_cutout, to_rgba
+from ..image import load_image, to_cutout
 from ..ovoxel.from_sdf import sdf_to_ovoxel
 from ..progress import ProgressCallback, StagePlan
 from ..types import ATTR_CHANNELS, UNIT_AABB, Generation
@@ -38,6 +38,8 @@ PAD_VOXELS = 3
 OVERSAMPLE = 2
 #: largest grid the Poisson height field is solved on (it is smooth; upsampling loses nothing visible)
 POISSON_MAX = 160
+#: larger inputs are downscaled to this longer side before keying/cropping (keeps big images cheap)
+WORK_MAX_SIDE = 2048
 
 
 @dataclass
@@ -282,6 +284,25 @@ class _Attributes:
         return out
 
 
+def _number(value: Any, name: str, lo: float, hi: float) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number, got {value!r}") from None
+    if not (lo <= v <= hi):
+        raise InputError(f"{name} must be between {lo:g} and {hi:g}, got {value}")
+    return v
+
+
+def _working_copy(img: Image.Image) -> Image.Image:
+    """Shrink very large inputs first: the relief never uses more than ~2 px per voxel of detail."""
+    if max(img.size) <= WORK_MAX_SIDE:
+        return img
+    scale = WORK_MAX_SIDE / max(img.size)
+    return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+                      Image.Resampling.LANCZOS)
+
+
 class ReliefGenerator:
     """Image -> O-Voxel of an inflated 2.5D relief (CPU, deterministic, no weights)."""
 
@@ -303,15 +324,14 @@ class ReliefGenerator:
             raise InputError(f"unknown relief option(s): {', '.join(sorted(opts))}")
         if not isinstance(image, Image.Image):
             raise InputError(f"relief generator needs a PIL image, got {type(image).__name__}")
-        if not (0.2 <= float(thickness) <= 5.0):
-            raise InputError(f"thickness must be between 0.2 and 5, got {thickness}")
+        thickness = _number(thickness, "thickness", 0.2, 5.0)
+        if resolution is not None:
+            resolution = int(_number(resolution, "relief resolution", MIN_RESOLUTION, MAX_RESOLUTION))
         plan = StagePlan(progress, {"prepare": 1.0, "decode": 3.0})
         plan("prepare", 0.0, message="cut-out")
-        cutout = to_cutout(to_rgba(image))
-        res = choose_resolution(*cutout.size) if resolution is None else int(resolution)
-        if not (MIN_RESOLUTION <= res <= MAX_RESOLUTION):
-            raise InputError(f"relief resolution must be between {MIN_RESOLUTION} and {MAX_RESOLUTION}, got {res}")
-        params = ReliefParams(resolution=res, thickness=float(thickness))
+        cutout = to_cutout(_working_copy(load_image(image)))
+        res = choose_resolution(*cutout.size) if resolution is None else resolution
+        params = ReliefParams(resolution=res, thickness=thickness)
         n = OVERSAMPLE * res
         canvas = place_on_canvas(cutout, n, OVERSAMPLE * PAD_VOXELS)
         plan("prepare", 1.0, message=f"{cutout.size[0]}x{cutout.size[1]} cut-out, {res}^3 voxels")
