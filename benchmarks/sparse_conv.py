@@ -102,11 +102,13 @@ def spconv_impls():
 
 
 def run(out_dir: Path, data: Path, channels: list[int], dtypes: list[str], limit: int | None,
-        torch_ref_max: int, bf16_channels: list[int]) -> None:
+        torch_ref_max: int, bf16_channels: list[int], torch_fallback: bool = True,
+        spconv_channels: list[int] | None = None) -> None:
     import torch
     import triton
     from propforge.sparse import build_neighbor_map, sparse_conv3d_torch
-    from propforge.sparse.conv_triton import build_plan, plan_efficiency, sparse_conv3d_triton
+    from propforge.sparse.conv_triton import (best_config, build_plan, choose_block_m, plan_efficiency,
+                                              sparse_conv3d_triton, tma_ok)
     torch.backends.cuda.matmul.allow_tf32 = False
     dev = "cuda"
     gpu = torch.cuda.get_device_name()
@@ -143,26 +145,34 @@ def run(out_dir: Path, data: Path, channels: list[int], dtypes: list[str], limit
                 w = (torch.randn(c, 3, 3, 3, c, device=dev, dtype=dt, generator=g) / math.sqrt(9 * c)).to(dt)
                 b = torch.randn(c, device=dev, dtype=dt, generator=g)
                 flops = 2.0 * pairs * c * c
-                t0 = time.time()
-                y = sparse_conv3d_triton(f, nbr, w, b, plan_cache=x.cache)
-                torch.cuda.synchronize()
-                tune_s = time.time() - t0
-                rec = {"structure": name, "voxels": n, "channels": c, "dtype": dn, "first_call_s": tune_s}
-                if n <= torch_ref_max:
-                    ref = sparse_conv3d_torch(f.float(), nbr, w.float(), b.float())
-                    rec["rel_err_vs_fp32"] = float((y.float() - ref).norm() / ref.norm())
-                    del ref
-                rec["triton_ms"] = _bench(lambda: sparse_conv3d_triton(f, nbr, w, b, plan_cache=x.cache))
+                rec = {"structure": name, "voxels": n, "channels": c, "dtype": dn}
+                ref = sparse_conv3d_torch(f.float(), nbr, w.float(), b.float()) if n <= torch_ref_max else None
+                for tag, tma in (("triton", False), ("triton_tma", True)):
+                    if tma and not tma_ok(f, w):
+                        continue
+                    t0 = time.time()
+                    y = sparse_conv3d_triton(f, nbr, w, b, plan_cache=x.cache, tma=tma)
+                    torch.cuda.synchronize()
+                    rec[f"{tag}_first_call_s"] = time.time() - t0
+                    rec[f"{tag}_config"] = best_config(choose_block_m(n, c), tma)
+                    if ref is not None:
+                        rec[f"{tag}_rel_err_vs_fp32"] = float((y.float() - ref).norm() / ref.norm())
+                    rec[f"{tag}_ms"] = _bench(lambda: sparse_conv3d_triton(f, nbr, w, b, plan_cache=x.cache, tma=tma))
+                    rec[f"{tag}_tflops"] = flops / rec[f"{tag}_ms"] / 1e9
+                    del y
+                del ref
                 da = torch.randn(pairs, c, device=dev, dtype=dt)
                 db = torch.randn(c, c, device=dev, dtype=dt)
                 rec["dense_gemm_ms"] = _bench(lambda: da @ db)
                 del da, db
-                rec["triton_tflops"] = flops / rec["triton_ms"] / 1e9
                 rec["dense_tflops"] = flops / rec["dense_gemm_ms"] / 1e9
-                rec["ratio_to_dense"] = rec["dense_gemm_ms"] / rec["triton_ms"]
-                if n * c * 27 * 2 <= 4e9:
+                best = min(rec.get("triton_tma_ms", math.inf), rec["triton_ms"])
+                rec["ratio_to_dense"] = rec["dense_gemm_ms"] / best
+                if torch_fallback and n * c * 27 * 2 <= 4e9:
                     rec["torch_fallback_ms"] = _bench(lambda: sparse_conv3d_torch(f, nbr, w, b), reps=5)
                 for iname, sp in impls:
+                    if spconv_channels and c not in spconv_channels:
+                        continue
                     try:
                         rec[f"{iname}_ms"] = _bench_spconv(sp, x, f, w, b, c)
                     except Exception as e:  # noqa: BLE001
@@ -170,7 +180,7 @@ def run(out_dir: Path, data: Path, channels: list[int], dtypes: list[str], limit
                 results["convs"].append(rec)
                 print(json.dumps(rec), flush=True)
                 (out_dir / "sparse_conv.json").write_text(json.dumps(results, indent=1))
-                del f, w, b, y
+                del f, w, b
         torch.cuda.empty_cache()
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "sparse_conv.json").write_text(json.dumps(results, indent=1))
@@ -196,14 +206,16 @@ def print_table(results: dict) -> None:
     for m in results["maps"]:
         print(f"{m['structure']:22} {m['voxels']:8d} {m['pairs_per_voxel']:7.2f} {m['sort_ms']:8.3f} "
               f"{m['hash_ms']:8.3f} {m['plan_efficiency'][128]:8.2f}")
-    print(f"\n{'structure':22} {'C':>5} {'dtype':>8} {'ms':>8} {'TFLOP/s':>8} {'dense':>8} {'ratio':>6} "
-          f"{'torch':>8} {'spconv-tr':>9} {'err':>8}")
+    print(f"\n{'structure':22} {'C':>5} {'dtype':>8} {'ms':>8} {'tma ms':>8} {'TFLOP/s':>8} {'dense':>8} "
+          f"{'ratio':>6} {'torch':>8} {'spconv-tr':>9} {'err':>8}")
+    nan = float("nan")
     for r in results["convs"]:
-        st = r.get("spconv-triton_ms")
+        best = min(r.get("triton_tma_ms", nan), r["triton_ms"]) if "triton_tma_ms" in r else r["triton_ms"]
+        err = r.get("triton_tma_rel_err_vs_fp32", r.get("triton_rel_err_vs_fp32", nan))
         print(f"{r['structure']:22} {r['channels']:5d} {r['dtype']:>8} {r['triton_ms']:8.3f} "
-              f"{r['triton_tflops']:8.1f} {r['dense_tflops']:8.1f} {r['ratio_to_dense']:6.2f} "
-              f"{r.get('torch_fallback_ms', float('nan')):8.2f} {st if st is not None else float('nan'):9.3f} "
-              f"{r.get('rel_err_vs_fp32', float('nan')):8.1e}")
+              f"{r.get('triton_tma_ms', nan):8.3f} {r['dense_tflops'] * r['dense_gemm_ms'] / best:8.1f} "
+              f"{r['dense_tflops']:8.1f} {r['ratio_to_dense']:6.2f} {r.get('torch_fallback_ms', nan):8.2f} "
+              f"{r.get('spconv-triton_ms', nan):9.3f} {err:8.1e}")
 
 
 def main() -> None:
@@ -219,12 +231,16 @@ def main() -> None:
     r.add_argument("--limit", type=int, default=None, help="skip structures with more voxels")
     r.add_argument("--bf16-channels", type=int, nargs="*", default=[],
                    help="run bfloat16 only at these channel counts (default: all)")
+    r.add_argument("--no-torch-fallback", action="store_true", help="skip timing the PyTorch fallback")
+    r.add_argument("--spconv-channels", type=int, nargs="*", default=[],
+                   help="time spconv(-triton) only at these channel counts (default: all)")
     r.add_argument("--torch-ref-max", type=int, default=300_000, help="check vs torch fp32 up to this N")
     args = ap.parse_args()
     if args.cmd == "prepare":
         prepare(args.out)
     else:
-        run(args.out, args.data, args.channels, args.dtypes, args.limit, args.torch_ref_max, args.bf16_channels)
+        run(args.out, args.data, args.channels, args.dtypes, args.limit, args.torch_ref_max, args.bf16_channels,
+            not args.no_torch_fallback, args.spconv_channels)
 
 
 if __name__ == "__main__":

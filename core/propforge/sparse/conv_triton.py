@@ -43,7 +43,9 @@ if triton is not None:
     @triton.jit
     def _conv_kernel(feats, nbr, weight, bias, out, order, blk_off, blk_cnt, N, CI, CO, N_BUCKET,
                      HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr, BM: tl.constexpr,
-                     BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr):
+                     BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr, W_TMA: tl.constexpr):
+        # W_TMA: ``weight`` is a TensorDescriptor of the [Co, 27·Ci] weight with block [BN, BK]
+        # (the copy engine fetches B tiles; needs Ci % BK == 0 and weight dtype == feats dtype)
         # grouped launch order: GROUP_M row blocks share the weight tiles while they sit in L2
         pid = tl.program_id(0)
         num_m = tl.cdiv(N, BM)
@@ -62,7 +64,8 @@ if triton is not None:
         rn = pid_n * BN + tl.arange(0, BN)
         n_ok = rn < CO
         rk = tl.arange(0, BK)
-        w_col = weight + rn.to(tl.int64)[None, :] * (27 * CI)
+        if not W_TMA:
+            w_col = weight + rn.to(tl.int64)[None, :] * (27 * CI)
         k_tiles = tl.cdiv(CI, BK)
         steps = tl.load(blk_cnt + pid_m) * k_tiles
         acc = tl.zeros((BM, BN), dtype=tl.float32)
@@ -74,24 +77,65 @@ if triton is not None:
             idx = tl.load(nbr + rows * 27 + v, mask=row_ok, other=-1)
             a = tl.load(feats + idx.to(tl.int64)[:, None] * CI + kk[None, :],
                         mask=(idx >= 0)[:, None] & k_ok[None, :], other=0.0)
-            b = tl.load(w_col + v * CI + kk[:, None], mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+            if W_TMA:
+                b = weight.load([pid_n * BN, v * CI + (t - i * k_tiles) * BK]).T
+            else:
+                b = tl.load(w_col + v * CI + kk[:, None], mask=k_ok[:, None] & n_ok[None, :], other=0.0)
             acc = tl.dot(a, b.to(a.dtype), acc, input_precision=PRECISION)
         if HAS_BIAS:
             acc += tl.load(bias + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
         tl.store(out + rows[:, None] * CO + rn[None, :], acc.to(out.dtype.element_ty),
                  mask=row_ok[:, None] & n_ok[None, :])
 
+    WIDE = 1 << 16   # GROUP_M this large = every row block of one N-tile before the next N-tile
+
     def _configs(block_m: int) -> list:
+        """Tile shapes; the WIDE-group ones keep one N-tile's weights (27·Ci·BN) resident in L2,
+        which matters once all 27 offsets' weights (27·Ci·Co) outgrow L2 (Ci = Co = 1024: 56 MB)."""
         cfgs = []
-        for bn, bk, w, s in [(64, 64, 4, 4), (128, 64, 4, 4), (128, 64, 8, 3), (128, 32, 4, 4),
-                             (256, 64, 8, 3), (256, 32, 8, 4), (64, 32, 4, 3), (128, 64, 8, 4)]:
+        for bn, bk, w, s, g in [(64, 64, 4, 4, 8), (128, 64, 4, 4, 8), (128, 64, 8, 3, 8), (128, 32, 4, 4, 8),
+                                (64, 32, 4, 3, 8), (128, 64, 8, 3, WIDE), (256, 64, 8, 3, WIDE),
+                                (128, 128, 8, 3, WIDE), (256, 32, 8, 4, WIDE)]:
             if block_m == 64 and bn == 256:
                 continue
-            cfgs.append(triton.Config({"BN": bn, "BK": bk, "GROUP_M": 8}, num_warps=w, num_stages=s))
+            cfgs.append(triton.Config({"BN": bn, "BK": bk, "GROUP_M": g}, num_warps=w, num_stages=s))
         return cfgs
 
-    _tuned = {bm: triton.autotune(configs=_configs(bm), key=["N_BUCKET", "CI", "CO", "HAS_BIAS", "PRECISION"])(_conv_kernel)
+    def _prune(configs: list, named_args: dict, **kwargs) -> list:
+        """Drop tiles much wider than the channel counts (they only add masked work and tuning time)."""
+        ci, co = named_args["CI"], named_args["CO"]
+        keep = [c for c in configs if c.kwargs["BK"] <= max(32, triton.next_power_of_2(ci))
+                and c.kwargs["BN"] <= max(64, triton.next_power_of_2(co))]
+        return keep or configs
+
+    def _set_tma_block(nargs: dict) -> None:
+        nargs["weight"].block_shape = [nargs["BN"], nargs["BK"]]
+
+    def _prune_tma(configs: list, named_args: dict, **kwargs) -> list:
+        return [c for c in _prune(configs, named_args) if named_args["CI"] % c.kwargs["BK"] == 0]
+
+    def _tma_configs(block_m: int) -> list:
+        return [triton.Config(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages, pre_hook=_set_tma_block)
+                for c in _configs(block_m)]
+
+    def _quick_bench(fn, quantiles=None):
+        """Autotune timing: shorter than Triton's default (25 ms warm-up, 100 ms) to cut first-call cost."""
+        from triton.testing import do_bench
+        return do_bench(fn, warmup=10, rep=40, quantiles=quantiles)
+
+    _KEY = ["N_BUCKET", "CI", "CO", "HAS_BIAS", "PRECISION", "W_TMA"]
+    _tuned = {(bm, False): triton.autotune(configs=_configs(bm), key=_KEY, cache_results=True, do_bench=_quick_bench,
+                                           prune_configs_by={"early_config_prune": _prune})(_conv_kernel)
               for bm in (64, 128)}
+    _tuned.update({(bm, True): triton.autotune(configs=_tma_configs(bm), key=_KEY, cache_results=True, do_bench=_quick_bench,
+                                               prune_configs_by={"early_config_prune": _prune_tma})(_conv_kernel)
+                   for bm in (64, 128)})
+
+
+def best_config(block_m: int, tma: bool = False) -> str | None:
+    """The autotuner's last pick for this block size (for benchmark reports)."""
+    tuner = _tuned.get((block_m, tma)) if triton is not None else None
+    return None if tuner is None or tuner.best_config is None else str(tuner.best_config)
 
 
 def _pow2_at_least(x: int, lo: int, hi: int) -> int:
@@ -106,12 +150,13 @@ def choose_block_m(n: int, co: int) -> int:
 def sparse_conv3d_triton(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor,
                          bias: torch.Tensor | None, plan_cache: dict | None = None,
                          block_m: int | None = None, config: dict | None = None,
-                         out: torch.Tensor | None = None) -> torch.Tensor:
+                         out: torch.Tensor | None = None, tma: bool | None = None) -> torch.Tensor:
     """[N, Ci] -> [N, Co] in feats' dtype. fp64 is not a Triton dot type: callers use the torch path.
 
     ``plan_cache`` (the SparseTensor cache) keeps the sorted plan per block size for later layers.
     ``config`` pins BN/BK/GROUP_M/num_warps/num_stages (tests, interpreter); else autotuned on CUDA.
     ``out`` (contiguous [N, Co], feats' dtype) receives the result instead of a new tensor.
+    ``tma`` loads weight tiles with the tensor-memory accelerator (default: ``use_tma``).
     """
     if feats.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         from .conv import sparse_conv3d_torch
@@ -137,15 +182,40 @@ def sparse_conv3d_triton(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.T
     precision = "tf32" if (feats.dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
                            and not interpreting()) else "ieee"
     bucket = max(0, n.bit_length() - 14)   # autotune again per ×2 of N above 16k rows (tile choice)
-    args = (feats, nbr, weight, bias if bias is not None else weight, out, order, offsets, count, n, ci, co, bucket)
     if config is None and (interpreting() or bm not in (64, 128) or not feats.is_cuda):
         config = {"BN": _pow2_at_least(co, 16, 64), "BK": _pow2_at_least(ci, 16, 32), "GROUP_M": 4}
+    if tma is None:
+        tma = use_tma(feats, weight)
+    if tma and not tma_ok(feats, weight, config):
+        raise ValueError("TMA weight loads need weight dtype == feats dtype, Ci % 16 == 0 and Ci % BK == 0")
+    w_arg = weight
+    if tma:
+        from triton.tools.tensor_descriptor import TensorDescriptor
+        block = [config["BN"], config["BK"]] if config else [64, 64]   # autotune pre_hook sets the real one
+        w_arg = TensorDescriptor.from_tensor(weight.view(co, 27 * ci), block)
+    args = (feats, nbr, w_arg, bias if bias is not None else feats, out, order, offsets, count, n, ci, co, bucket)
+    flags = {"HAS_BIAS": bias is not None, "PRECISION": precision, "BM": bm, "W_TMA": bool(tma)}
     if config is not None:
         cfg = dict(config)
         meta = {k: cfg.pop(k) for k in ("num_warps", "num_stages") if k in cfg}
         grid = (triton.cdiv(n, bm) * triton.cdiv(co, cfg["BN"]),)
-        _conv_kernel[grid](*args, HAS_BIAS=bias is not None, PRECISION=precision, BM=bm, **cfg, **meta)
+        _conv_kernel[grid](*args, **flags, **cfg, **meta)
     else:
         grid = lambda meta: (triton.cdiv(n, bm) * triton.cdiv(co, meta["BN"]),)  # noqa: E731
-        _tuned[bm][grid](*args, HAS_BIAS=bias is not None, PRECISION=precision, BM=bm)
+        _tuned[(bm, bool(tma))][grid](*args, **flags)
     return out
+
+
+def tma_ok(feats: torch.Tensor, weight: torch.Tensor, config: dict | None = None) -> bool:
+    """Whether B tiles can come through a TMA descriptor without straddling two offsets."""
+    ci = feats.shape[1]
+    bk_ok = config is None or ci % config["BK"] == 0
+    return weight.dtype == feats.dtype and ci % 32 == 0 and bk_ok and feats.dtype != torch.float32
+
+
+def use_tma(feats: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Default: TMA on Hopper+ GPUs where ``tma_ok`` holds, unless PROPFORGE_SPARSE_TMA=0."""
+    import os
+    if os.environ.get("PROPFORGE_SPARSE_TMA", "1") == "0" or interpreting() or not feats.is_cuda:
+        return False
+    return torch.cuda.get_device_capability(feats.device)[0] >= 9 and tma_ok(feats, weight)
