@@ -91,7 +91,7 @@ class JobStore(Protocol):
     def get_job(self, job_id: str) -> JobRecord | None: ...
     def jobs_in_states(self, *states: str) -> list[JobRecord]: ...
     def count_by_state(self) -> dict[str, int]: ...
-    def append_event(self, event: Event) -> None: ...
+    def append_events(self, events: list[Event]) -> None: ...
     def events_after(self, job_id: str, after: int) -> list[Event]: ...
     def last_sequence(self, job_id: str) -> int: ...
     def cache_get(self, key: str) -> tuple[str, int] | None: ...
@@ -209,10 +209,20 @@ class SQLiteJobStore:
         return dict(rows)
 
     # -- events -----------------------------------------------------------------------------------
-    def append_event(self, event: Event) -> None:
+    def append_events(self, events: list[Event]) -> None:
+        """All or nothing, in one transaction."""
+        rows = [(e.job_id, e.sequence, e.time, e.kind, json.dumps(e.data)) for e in events]
         with self._lock:
-            self._db.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?)",
-                             (event.job_id, event.sequence, event.time, event.kind, json.dumps(event.data)))
+            if len(rows) == 1:
+                self._db.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?)", rows[0])
+                return
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def events_after(self, job_id: str, after: int) -> list[Event]:
         with self._lock:
