@@ -559,7 +559,12 @@ class Watcher:
         """Retry with exponential backoff (bounded), or record the failure with its reason."""
         out = self.layout.output_path(rel)
         ids = {**self._ids(rel), "source_sha256": sha, "options_sha256": osha}
-        if not permanent and attempt < self.config.max_attempts and not self._stopping.is_set():
+        if not permanent and self._stopping.is_set():     # not its fault: try again on the next start
+            self.db.upsert(rel, self._out_rel(rel), "queued", attempts=attempt - 1, error=reason)
+            self._write_status(out, "queued", **ids, last_error=reason,
+                               note="interrupted: the watcher stopped; it resumes on the next start")
+            return
+        if not permanent and attempt < self.config.max_attempts:
             delay = min(self.config.retry_max_s, self.config.retry_base_s * 2 ** (attempt - 1))
             self.db.upsert(rel, self._out_rel(rel), "queued", source_sha256=sha, options_sha256=osha,
                            attempts=attempt, error=reason)
