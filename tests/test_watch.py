@@ -10,7 +10,6 @@ import io
 import json
 import logging
 import os
-import threading
 import time
 from pathlib import Path
 
