@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from _server_util import SLOW, SMALL, cutout_png, form, read_sse, run
-from propforge.errors import BackendUnavailable, InputError
+from propforge.errors import BackendUnavailable, InputError, PropForgeError
 from propforge_server._proto import propforge_pb2 as pb
 from propforge_server._proto import propforge_pb2_grpc as pb_grpc
 from propforge_server.client import AuthError, PropForgeClient
@@ -339,3 +339,33 @@ def test_sse_sends_keepalive_comments_while_idle(tmp_path: Path) -> None:
         lines = run(go())
     assert ": keepalive" in lines                     # the bake stage is silent for longer than 50 ms
     assert lines[-3] == "event: finished" and lines[-2].startswith("data: ") and lines[-1] == ""
+
+
+def test_deadline_fails_a_real_job_over_http(server) -> None:
+    async def go():
+        async with aiohttp.ClientSession() as s:
+            async with s.post(server.http_url + "/v1/jobs",
+                              data=form(cutout_png(seed=606, size=128), SLOW, deadline=0.3)) as r:
+                job = await r.json()
+            async with s.get(f"{server.http_url}/v1/jobs/{job['id']}/events") as r:
+                events = await read_sse(r)
+            async with s.get(f"{server.http_url}/v1/jobs/{job['id']}") as r:
+                return events, await r.json()
+    events, job = run(go())
+    assert events[-1]["event"] == "failed"
+    failed = events[-1]["data"]["failed"]
+    assert failed["code"] == "DEADLINE_EXCEEDED" and "deadline" in failed["reason"]
+    assert job["state"] == "JOB_STATE_FAILED" and job["errorCode"] == "DEADLINE_EXCEEDED"
+
+
+def test_client_detects_a_corrupted_result(server, client) -> None:
+    glb, job = client.generate(cutout_png(seed=707), {**SMALL, "seed": 707})
+    path = server.manager.store.result_path(job["result_sha256"])
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0xFF                                      # bit rot on the server's disk
+    path.write_bytes(bytes(data))
+    try:
+        with pytest.raises(PropForgeError, match="corrupt"):
+            client.download(job["id"])
+    finally:
+        path.write_bytes(glb)
