@@ -236,3 +236,45 @@ def test_flat_prop_in_the_ground_plane_gets_its_largest_extent_as_height():
     v = np.array([[0, 0, 0], [2, 0, 0], [2, 0, 1], [0, 0, 1]], np.float32)    # glTF frame: flat in XZ
     p = place(v, 1.5)
     assert np.ptp(p[:, 0]) == pytest.approx(1.5) and np.ptp(p[:, 1]) == 0 and p[:, 1].min() == 0
+
+
+def helicoid(turns: float = 2.0, n_t: int = 200, n_r: int = 6, pitch: float = 0.05):
+    """A spiral ramp: normals all near +Z, so one axis chart would fold over itself."""
+    t = np.linspace(0, 2 * np.pi * turns, n_t)
+    r = np.linspace(0.1, 0.4, n_r)
+    tt, rr = np.meshgrid(t, r, indexing="ij")
+    v = np.stack([rr * np.cos(tt), rr * np.sin(tt), pitch * tt / (2 * np.pi)], -1).reshape(-1, 3).astype(np.float32)
+    i = np.arange(n_t - 1)[:, None] * n_r + np.arange(n_r - 1)[None]
+    i = i.reshape(-1)
+    f = np.concatenate([np.stack([i, i + n_r, i + 1], 1), np.stack([i + 1, i + n_r, i + n_r + 1], 1)])
+    return v, f
+
+
+def test_unwrap_box_charts_no_flips_and_fold_overs_are_cut():
+    from propforge.bake import overlapping_faces
+    v, f = helicoid()
+    _, bf, buv = unwrap(v, f, 512, method="box")
+    assert overlapping_faces(buv, bf, 512)[1] > 0.1              # the naive chart folds over itself
+    p = buv[bf]
+    signed = (p[:, 1, 0] - p[:, 0, 0]) * (p[:, 2, 1] - p[:, 0, 1]) - (p[:, 2, 0] - p[:, 0, 0]) * (p[:, 1, 1] - p[:, 0, 1])
+    assert (signed > 0).all()                                    # box charts never flip or mirror a triangle
+    vmap, af, auv = unwrap(v, f, 512)                            # auto: cut loose or xatlas
+    assert overlapping_faces(auv, af, 512)[1] <= 2e-3
+    np.testing.assert_array_equal(v[vmap][af], v[f])
+
+
+@pytest.mark.parametrize("method", ["box", "xatlas"])
+def test_unwrap_methods_keep_faces_and_density(method):
+    m = ovoxel_to_mesh(sphere_ov(r=40))
+    v, f = decimate(*clean_mesh(m.vertices, m.faces), 1500)
+    vmap, uf, uv = unwrap(v, f, 1024, method=method)
+    np.testing.assert_array_equal(v[vmap][uf], v[f])
+    p = uv[uf].astype(np.float64)
+    uv_area = 0.5 * np.abs((p[:, 1, 0] - p[:, 0, 0]) * (p[:, 2, 1] - p[:, 0, 1])
+                           - (p[:, 2, 0] - p[:, 0, 0]) * (p[:, 1, 1] - p[:, 0, 1]))
+    q = v[f].astype(np.float64)
+    area = 0.5 * np.linalg.norm(np.cross(q[:, 1] - q[:, 0], q[:, 2] - q[:, 0]), axis=1)
+    assert uv_area.sum() > 0.4                                   # the atlas is well used
+    density = uv_area.sum() / area.sum()
+    ratio = (uv_area / np.maximum(area, 1e-12))[area > np.median(area) * 0.5] / density
+    assert np.percentile(ratio, 5) > 0.3 and np.percentile(ratio, 95) < 2.0   # stretch stays bounded

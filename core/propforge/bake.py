@@ -54,21 +54,14 @@ def _row_spans(p: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.nda
     return tri, y.astype(np.int64), c0, np.maximum(c1 - c0 + 1, 0)
 
 
-def rasterize_uv(uvs: np.ndarray, faces: np.ndarray, size: int, with_bary: bool = False):
-    """Face id per texel (int32 [size, size], -1 = empty): texel centres inside each UV triangle.
-
-    ``with_bary`` also returns float32 [size, size, 2] barycentrics (l1, l2) of each covered texel.
-    Candidates are enumerated per row span (about the covered count, not the bounding boxes);
-    where triangles overlap, the later face wins (as the reference's chunked rasteriser does).
-    """
+def _covered_texels(uvs: np.ndarray, faces: np.ndarray, size: int):
+    """Yield chunks (face id, flat texel, l1, l2) of texel centres inside UV triangles, in face order."""
     p = uvs.astype(np.float64)[faces] * size - 0.5                       # texel-centre coordinates
     v0, v1 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
     den = v0[:, 0] * v1[:, 1] - v1[:, 0] * v0[:, 1]
     live = np.abs(den) > 1e-12
     tri, row, c0, count = _row_spans(p, size)
     count = np.where(live[tri], count, 0)
-    face_img = np.full(size * size, -1, dtype=np.int32)
-    bary_img = np.zeros((size * size, 2), dtype=np.float32) if with_bary else None
     ends = np.cumsum(count)
     start = 0
     while start < len(tri):
@@ -84,14 +77,43 @@ def rasterize_uv(uvs: np.ndarray, faces: np.ndarray, size: int, with_bary: bool 
         l1 = (dx * v1[fid, 1] - v1[fid, 0] * dy) * inv
         l2 = (v0[fid, 0] * dy - dx * v0[fid, 1]) * inv
         inside = (l1 >= -1e-9) & (l2 >= -1e-9) & (l1 + l2 <= 1 + 1e-9)
-        tex = (y * size + x)[inside]
-        face_img[tex] = fid[inside]
-        if with_bary:
-            bary_img[tex] = np.stack([l1[inside], l2[inside]], 1)
+        yield fid[inside], (y * size + x)[inside], l1[inside], l2[inside]
         start = stop
+
+
+def rasterize_uv(uvs: np.ndarray, faces: np.ndarray, size: int, with_bary: bool = False):
+    """Face id per texel (int32 [size, size], -1 = empty): texel centres inside each UV triangle.
+
+    ``with_bary`` also returns float32 [size, size, 2] barycentrics (l1, l2) of each covered texel.
+    Candidates are enumerated per row span (about the covered count, not the bounding boxes);
+    where triangles overlap, the later face wins (as the reference's chunked rasteriser does).
+    """
+    face_img = np.full(size * size, -1, dtype=np.int32)
+    bary_img = np.zeros((size * size, 2), dtype=np.float32) if with_bary else None
+    for fid, tex, l1, l2 in _covered_texels(uvs, faces, size):
+        face_img[tex] = fid
+        if with_bary:
+            bary_img[tex] = np.stack([l1, l2], 1)
     if with_bary:
         return face_img.reshape(size, size), bary_img.reshape(size, size, 2)
     return face_img.reshape(size, size)
+
+
+def overlapping_faces(uvs: np.ndarray, faces: np.ndarray, size: int = 512) -> tuple[np.ndarray, float]:
+    """Faces whose UV triangle covers a texel centre another face also covers, and the share of
+    covered texels that are covered more than once (UV charts folding over each other)."""
+    tex, fid = [], []
+    for f, t, _, _ in _covered_texels(uvs, faces, size):
+        tex.append(t)
+        fid.append(f)
+    if not tex:
+        return np.zeros(0, np.int64), 0.0
+    tex, fid = np.concatenate(tex), np.concatenate(fid)
+    order = np.argsort(tex, kind="stable")
+    tex, fid = tex[order], fid[order]
+    dup = np.flatnonzero(tex[1:] == tex[:-1])
+    covered = len(tex) - len(dup)
+    return np.unique(fid[dup + 1]), float(len(np.unique(tex[dup]))) / max(covered, 1)
 
 
 def texel_barycentrics(uvs: np.ndarray, faces: np.ndarray, texels: np.ndarray, fid: np.ndarray,
