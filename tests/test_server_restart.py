@@ -76,3 +76,17 @@ def test_serve_refuses_bad_flags_with_one_line(capsys, tmp_path: Path) -> None:
     assert "--tls-cert and --tls-key" in capsys.readouterr().err
     assert cli.main(["serve", "--store", str(tmp_path), "--max-queue", "0"]) == 2
     assert "--max-queue" in capsys.readouterr().err
+
+
+def test_serve_reports_a_port_in_use(capsys, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for flag in ("--grpc-port", "--http-port"):
+            other = "--http-port" if flag == "--grpc-port" else "--grpc-port"
+            rc = cli.main(["serve", "--store", str(tmp_path), "--backend", "relief", flag, str(port), other, "0"])
+            err = capsys.readouterr().err
+            assert rc == 2 and "cannot listen" in err and str(port) in err, err

@@ -86,7 +86,7 @@ async def _serve(cfg: ServerConfig, port_file: Path | None) -> int:
     try:
         await server.start()
     except OSError as e:
-        raise InputError(f"cannot listen on {cfg.host} (gRPC {cfg.grpc_port}, HTTP {cfg.http_port}): {e}") from None
+        raise InputError(f"cannot listen on {cfg.host} (gRPC port {cfg.grpc_port}, HTTP port {cfg.http_port}): {e}") from None
     line = json.dumps({**server.ports(), "backend": server.manager.default_backend, "store": str(cfg.store),
                        "pid": os.getpid()})
     if port_file is not None:

@@ -160,12 +160,15 @@ class GrpcFrontEnd:
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        if tls:
-            self.port = self.server.add_secure_port(addr, grpc.ssl_server_credentials([(tls[1], tls[0])]))
-        else:
-            self.port = self.server.add_insecure_port(addr)
+        try:
+            if tls:
+                self.port = self.server.add_secure_port(addr, grpc.ssl_server_credentials([(tls[1], tls[0])]))
+            else:
+                self.port = self.server.add_insecure_port(addr)
+        except RuntimeError as e:  # grpc says only "Failed to bind"; the usual cause is a port in use
+            raise OSError(f"gRPC could not bind {addr} (port in use?)") from e
         if not self.port:
-            raise OSError(f"could not bind gRPC to {addr}")
+            raise OSError(f"gRPC could not bind {addr} (port in use?)")
 
     async def start(self) -> None:
         await self.server.start()

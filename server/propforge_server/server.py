@@ -91,6 +91,21 @@ class PropForgeServer:
         return LocalWorker(index=index, model=self.config.model, max_pixels=self.config.max_pixels)
 
     async def start(self) -> None:
+        """Start the manager, then both front ends; on any failure (a port in use, say) undo it all."""
+        cfg = self.config
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop(0)
+            raise
+        if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.token:
+            log.warning("serving on %s without a token: anyone who can reach this address can submit jobs "
+                        "(set --token or PROPFORGE_TOKEN)", cfg.host)
+        log.info("propforge serving gRPC on %s:%d, HTTP on %s:%d, backend %s, %d worker(s), store %s",
+                 cfg.host, self.grpc_port, cfg.host, self.http_port, self.manager.default_backend,
+                 self.manager.config.workers, cfg.store)
+
+    async def _start(self) -> None:
         cfg = self.config
         await asyncio.get_running_loop().run_in_executor(None, self.manager.start)
         tls = (Path(cfg.tls_cert).read_bytes(), Path(cfg.tls_key).read_bytes()) if cfg.tls_cert else None
@@ -108,16 +123,15 @@ class PropForgeServer:
             site = web.TCPSite(self._runner, cfg.host, cfg.http_port, ssl_context=ssl_ctx)
             await site.start()
             self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        log.info("propforge serving gRPC on %s:%d, HTTP on %s:%d, backend %s, %d worker(s), store %s",
-                 cfg.host, self.grpc_port, cfg.host, self.http_port, self.manager.default_backend,
-                 self.manager.config.workers, cfg.store)
 
     async def stop(self, grace: float = 2.0) -> None:
         """Health goes NOT_SERVING, front ends close, running jobs return to the queue for the next start."""
         if self.grpc is not None:
             await self.grpc.stop(grace)
+            self.grpc = None
         if self._runner is not None:
             await self._runner.cleanup()
+            self._runner = None
         await asyncio.get_running_loop().run_in_executor(None, self.manager.stop)
         self.store.close()
 
@@ -135,7 +149,12 @@ class ThreadedServer:
 
     def start(self) -> "ThreadedServer":
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result(60)
+        try:
+            asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result(60)
+        except BaseException:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            raise
         return self
 
     def stop(self) -> None:
