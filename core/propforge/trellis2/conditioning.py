@@ -85,7 +85,7 @@ class BiRefNetRemover:
                 model_name, trust_remote_code=True, cache_dir=cache_dir, local_files_only=offline)
         except Exception as e:  # transformers raises OSError/ValueError/ImportError for missing weights or code
             raise ModelLoadError(f"background remover {model_name!r} cannot be loaded"
-                                 f"{' offline' if offline else ''}: {type(e).__name__}: {e}. "
+                                 f"{' offline' if offline else ''}: {type(e).__name__}: {str(e).strip().rstrip('.')}. "
                                  "Use an image with a transparent background (RGBA cut-out) instead.") from e
         self.model.eval().to(device)
         self.device = torch.device(device)

@@ -83,6 +83,7 @@ class Trellis2Pipeline:
             raise InputError(f"precision must be 'native' or 'float32', got {self.precision!r}")
         self.low_vram = config.low_vram if low_vram is None else low_vram
         self.models: dict[str, torch.nn.Module] = {}
+        self.stems: dict[str, Path] = {}
         self._conditioner: DinoV3Conditioner | None = None
         self._remover: Callable[[Image.Image], Image.Image] | None = None
         self.samplers = {k: make_sampler(s.name, s.args) for k, s in config.samplers.items()}
@@ -92,11 +93,16 @@ class Trellis2Pipeline:
         root = loading.resolve_root(model, kwargs.get("cache_dir"))
         config = loading.parse_pipeline_json(loading.read_json(root / "pipeline.json"), str(root / "pipeline.json"))
         root_id = None if Path(model).expanduser().is_dir() else model
-        return cls(root, config, root_id=root_id, **kwargs)
+        pipe = cls(root, config, root_id=root_id, **kwargs)
+        for key in loading.PIPELINE_MODEL_KEYS:     # fail early on missing files, load weights on first use
+            pipe.stem(key)
+        return pipe
 
     # ------------------------------------------------------------------------------- model access
     def stem(self, key: str) -> Path:
-        return loading.resolve_stem(self.root, self.root_id, self.config.models[key], self.cache_dir)
+        if key not in self.stems:
+            self.stems[key] = loading.resolve_stem(self.root, self.root_id, self.config.models[key], self.cache_dir)
+        return self.stems[key]
 
     def model(self, key: str) -> torch.nn.Module:
         """The model for pipeline key ``key`` on the compute device (loaded and checked once)."""
