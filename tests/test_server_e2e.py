@@ -369,3 +369,34 @@ def test_client_detects_a_corrupted_result(server, client) -> None:
             client.download(job["id"])
     finally:
         path.write_bytes(glb)
+
+
+def test_client_generate_raises_on_failure_and_cancel(server, client) -> None:
+    from propforge.errors import Cancelled
+    from propforge_server.client import JobFailed
+
+    with pytest.raises(JobFailed, match="deadline") as info:
+        client.generate(cutout_png(seed=808, size=128), SLOW, deadline_seconds=0.3)
+    assert info.value.code == "DEADLINE_EXCEEDED" and info.value.job["state"] == "failed"
+
+    seen: list = []
+
+    def cancel_when_running(ev) -> None:
+        seen.append(ev)
+        if ev.stage not in ("queued",) and len(seen) == 2:
+            client.cancel(job_ids[-1])
+
+    job_ids: list[str] = []
+    real_submit = client.submit
+
+    def submit(*a, **k):
+        job = real_submit(*a, **k)
+        job_ids.append(job["id"])
+        return job
+    client.submit = submit                       # to learn the id generate() gets back
+    try:
+        with pytest.raises(Cancelled, match="cancelled"):
+            client.generate(cutout_png(seed=809, size=128), SLOW, progress=cancel_when_running)
+    finally:
+        del client.submit
+    assert client.get(job_ids[-1])["state"] == "cancelled"

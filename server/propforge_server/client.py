@@ -193,13 +193,15 @@ class PropForgeClient:
             except PropForgeError:
                 pass
             raise
+        kind = last["kind"] if last else ""
+        if kind not in ("finished", "failed", "cancelled"):
+            raise ServerUnavailable(f"the server at {self.address} stopped while job {job['id']} was running; "
+                                    "it re-runs the job when it starts again (watch it with this id)")
         job = self.get(job["id"])
-        if last is None or last["kind"] != "finished":
-            kind = last["kind"] if last else "interrupted"
-            if kind == "cancelled":
-                raise Cancelled(f"job {job['id']} was cancelled: {last['reason']}")
-            reason = last.get("reason", "") if last else "event stream ended early (server stopped?)"
-            code = last.get("code", "") if last else "UNAVAILABLE"
+        if kind == "cancelled":
+            raise Cancelled(f"job {job['id']} was cancelled: {last['reason']}")
+        if kind == "failed":
+            reason, code = last["reason"], last["code"]
             if code == "INVALID_ARGUMENT":
                 raise InputError(reason)
             if code == "UNAVAILABLE":
