@@ -90,8 +90,12 @@ class Builder:
             self.g.set_binary_blob(bytes(self.blob))
             self.g.save_binary(str(path))
         else:
-            (path.parent / "data.bin").write_bytes(bytes(self.blob))
-            self.g.buffers = [pygltflib.Buffer(byteLength=len(self.blob), uri="data.bin")]
+            if getattr(self, "buffer_data_uri", False):
+                uri = "data:application/octet-stream;base64," + base64.b64encode(bytes(self.blob)).decode()
+            else:
+                (path.parent / "data.bin").write_bytes(bytes(self.blob))
+                uri = "data.bin"
+            self.g.buffers = [pygltflib.Buffer(byteLength=len(self.blob), uri=uri)]
             if getattr(self, "external_image", None):
                 (path.parent / self.g.images[-1].uri).write_bytes(self.external_image)
             self.g.save_json(str(path))
@@ -152,6 +156,15 @@ def test_texture_material_and_sampler(tmp_path, embed):
     assert m.material.base_color_factor == pytest.approx((0.5, 1, 1, 0.8))
     assert (m.material.metallic_factor, m.material.roughness_factor) == pytest.approx((0.3, 0.6))
     assert (m.material.alpha_mode, m.material.alpha_cutoff, m.material.double_sided) == ("MASK", 0.25, True)
+
+
+def test_gltf_with_data_uri_buffer(tmp_path):
+    b = Builder()
+    b.buffer_data_uri = True
+    n = b.node(mesh=b.mesh(TRI, [0, 1, 2]), translation=[0, 0, 5])
+    (m,) = load_gltf(b.save(tmp_path / "inline.gltf", [n]))
+    np.testing.assert_allclose(m.vertices, TRI + [0, 0, 5])
+    assert not (tmp_path / "data.bin").exists()
 
 
 def test_vertex_colours_normalised_ushort(tmp_path):

@@ -123,9 +123,9 @@ class _Soup:
 def _crossings(soup: _Soup) -> tuple[np.ndarray, ...]:
     """All crossings of interior grid lines with triangles: (tri, axis, owner voxel [M,3], point [M,3])."""
     R, out = soup.R, []
+    tri_all = soup.tri(np.arange(len(soup.faces)))
     for a in range(3):
         b, c = (a + 1) % 3, (a + 2) % 3
-        tri_all = soup.tri(np.arange(len(soup.faces)))
         pb, pc = tri_all[:, :, b], tri_all[:, :, c]
         area = (pb[:, 1] - pb[:, 0]) * (pc[:, 2] - pc[:, 0]) - (pc[:, 1] - pc[:, 0]) * (pb[:, 2] - pb[:, 0])
         j0 = np.maximum(np.ceil(pb.min(1)), 1).astype(np.int64)
