@@ -32,19 +32,21 @@ def one_run(data: bytes, faces: int, texture_size: int) -> dict[str, float]:
     from propforge.options import ExportOptions
 
     t: dict[str, float] = {}
-    stamps: list[tuple[str, float]] = []
+    stamps: list[tuple[str, float, float]] = []
     w0, c0 = time.perf_counter(), time.process_time()
     im = load_image(data)
     t["load_image"] = time.perf_counter() - w0
-    g0 = time.perf_counter()
-    gen = ReliefGenerator().generate(im, progress=lambda ev: stamps.append((ev.stage, time.perf_counter())))
-    g1 = time.perf_counter()
+    g0, gc0 = time.perf_counter(), time.process_time()
+    gen = ReliefGenerator().generate(
+        im, progress=lambda ev: stamps.append((ev.stage, time.perf_counter(), time.process_time())))
+    g1, gc1 = time.perf_counter(), time.process_time()
     export_t: dict[str, float] = {}
     glb = export_glb(gen, ExportOptions(faces=faces, texture_size=texture_size), timings=export_t)
     t["total"] = time.perf_counter() - w0
     t["cpu_total"] = time.process_time() - c0
-    t["relief:prepare"] = next(ts for s, ts in stamps if s == "decode") - g0
-    t["relief:decode"] = g1 - next(ts for s, ts in stamps if s == "decode")
+    dec, dec_cpu = next((ts, cs) for s, ts, cs in stamps if s == "decode")
+    t["relief:prepare"], t["relief:cpu:prepare"] = dec - g0, dec_cpu - gc0
+    t["relief:decode"], t["relief:cpu:decode"] = g1 - dec, gc1 - dec_cpu
     t.update({f"export:{k}": v for k, v in export_t.items()})
     t["glb_bytes"] = len(glb)
     t["voxels"] = gen.ovoxel.num_voxels
