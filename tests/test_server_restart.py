@@ -62,6 +62,7 @@ def test_kill_mid_job_and_restart_on_the_same_store(tmp_path: Path) -> None:
             assert requeued, [e["kind"] for e in events]
             b = c.get(job_b["id"])
             assert b["state"] == "succeeded" and events[-1]["kind"] == "finished", (b, events[-1])
+            assert b["attempts"] == 2
             glb_b = c.download(job_b["id"])
             assert glb_b[:4] == b"glTF" and len(glb_b) == b["result_size"]
         proc.send_signal(signal.SIGTERM)                                 # clean stop: exit code 0

@@ -106,7 +106,8 @@ def job_to_proto(job: JobRecord) -> pb.Job:
                   queue_position=job.queue_position, stage=job.stage, fraction=job.fraction, error=job.error,
                   created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
                   result_size=job.result_size, result_sha256=job.result_sha256, image_sha256=job.image_sha256,
-                  cached=job.cached, image_name=job.image_name, error_code=job.error_code)
+                  cached=job.cached, image_name=job.image_name, error_code=job.error_code,
+                  attempts=job.attempts)
 
 
 def event_to_proto(ev: Event) -> pb.JobEvent:

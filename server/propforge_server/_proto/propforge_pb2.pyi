@@ -59,7 +59,7 @@ class JobOptions(_message.Message):
     def __init__(self, backend: _Optional[str] = ..., pipeline_type: _Optional[str] = ..., quality: _Optional[str] = ..., faces: _Optional[int] = ..., texture_size: _Optional[int] = ..., texture_format: _Optional[_Union[TextureFormat, str]] = ..., height: _Optional[float] = ..., seed: _Optional[int] = ..., has_seed: _Optional[bool] = ..., alpha_mode: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "state", "options", "backend", "queue_position", "stage", "fraction", "error", "created_at", "started_at", "finished_at", "result_size", "result_sha256", "image_sha256", "cached", "image_name", "error_code")
+    __slots__ = ("id", "state", "options", "backend", "queue_position", "stage", "fraction", "error", "created_at", "started_at", "finished_at", "result_size", "result_sha256", "image_sha256", "cached", "image_name", "error_code", "attempts")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +77,7 @@ class Job(_message.Message):
     CACHED_FIELD_NUMBER: _ClassVar[int]
     IMAGE_NAME_FIELD_NUMBER: _ClassVar[int]
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     state: JobState
     options: JobOptions
@@ -94,7 +95,8 @@ class Job(_message.Message):
     cached: bool
     image_name: str
     error_code: str
-    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., options: _Optional[_Union[JobOptions, _Mapping]] = ..., backend: _Optional[str] = ..., queue_position: _Optional[int] = ..., stage: _Optional[str] = ..., fraction: _Optional[float] = ..., error: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., result_size: _Optional[int] = ..., result_sha256: _Optional[str] = ..., image_sha256: _Optional[str] = ..., cached: _Optional[bool] = ..., image_name: _Optional[str] = ..., error_code: _Optional[str] = ...) -> None: ...
+    attempts: int
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., options: _Optional[_Union[JobOptions, _Mapping]] = ..., backend: _Optional[str] = ..., queue_position: _Optional[int] = ..., stage: _Optional[str] = ..., fraction: _Optional[float] = ..., error: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., result_size: _Optional[int] = ..., result_sha256: _Optional[str] = ..., image_sha256: _Optional[str] = ..., cached: _Optional[bool] = ..., image_name: _Optional[str] = ..., error_code: _Optional[str] = ..., attempts: _Optional[int] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("image", "image_name", "options", "deadline_seconds")
