@@ -185,8 +185,9 @@ def test_bad_input_is_refused_before_queueing(tmp_path: Path) -> None:
     try:
         with pytest.raises(InputError, match="image"):
             mgr.submit(b"\x89PNG\r\n\x1a\n broken", GenerateOptions())
-        with pytest.raises(InputError, match="deadline"):
-            mgr.submit(png(), GenerateOptions(), deadline_seconds=-1)
+        for bad in (-1, float("nan"), float("inf")):
+            with pytest.raises(InputError, match="deadline"):
+                mgr.submit(png(), GenerateOptions(), deadline_seconds=bad)
         with pytest.raises(JobNotFound):
             mgr.get("0123abcd")
         with pytest.raises(JobNotFound):

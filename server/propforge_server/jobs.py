@@ -201,7 +201,7 @@ class JobManager:
         """Validate and enqueue (or answer from the result cache). Raises InputError or QueueFull."""
         if self._stopping.is_set():
             raise ShuttingDown("server is shutting down; retry when it is back")
-        if deadline_seconds < 0 or deadline_seconds > self.config.max_deadline:
+        if not (0 <= deadline_seconds <= self.config.max_deadline):  # also refuses NaN
             raise InputError(f"deadline_seconds must be between 0 and {self.config.max_deadline:g}, got {deadline_seconds:g}")
         options = self._effective_options(options)
         self._check_backend(options.backend)
