@@ -68,7 +68,8 @@ def main() -> int:
     import propforge
     print(f"# relief_bench: {platform.node()} {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cpus, python {platform.python_version()}, numpy {np.__version__}, "
-          f"torch {torch.__version__}, propforge {propforge.__version__}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+          f"torch {torch.__version__}, propforge {propforge.__version__}, "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"# faces {args.faces}, texture {args.texture_size}, best of {args.repeat}")
     for p in paths:
         src = Image.open(p)

@@ -67,7 +67,8 @@ def read_source(src: ImageSource, name: str) -> bytes:
     if not data:
         raise InputError(f"{name}: file is empty")
     if len(data) > MAX_FILE_BYTES:
-        raise InputError(f"{name}: image data is {len(data) / 2**20:.0f} MiB; the limit is {MAX_FILE_BYTES // 2**20} MiB")
+        raise InputError(f"{name}: image data is {len(data) / 2**20:.0f} MiB; "
+                         f"the limit is {MAX_FILE_BYTES // 2**20} MiB")
     return data
 
 
