@@ -68,7 +68,7 @@ def export_glb(generation: Generation, options: ExportOptions | None = None, pat
     plan("mesh", 0.0, message=f"extracting the surface of {ov.num_voxels} voxels")
     raw = ovoxel_to_mesh(ov)
     lap("dual_grid")
-    ref_v, ref_f = clean_mesh(raw.vertices, raw.faces, extent=extent)
+    ref_v, ref_f = clean_mesh(raw.vertices, raw.faces, extent=extent, weld=False)  # one vertex per voxel
     lap("cleanup")
     if len(ref_f) == 0:
         raise InputError("nothing to export: the O-Voxel's surface has no faces after clean-up")

@@ -103,12 +103,10 @@ def nondegenerate(vertices: np.ndarray, faces: np.ndarray, n2: np.ndarray | None
     """
     f = faces
     ok = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])
-    v = vertices
-    longest = np.maximum(np.maximum(((v[f[:, 1]] - v[f[:, 0]]) ** 2).sum(1), ((v[f[:, 2]] - v[f[:, 1]]) ** 2).sum(1)),
-                         ((v[f[:, 0]] - v[f[:, 2]]) ** 2).sum(1))
-    n2 = face_normals(v, f, unit=False) if n2 is None else n2
-    area = 0.5 * np.sqrt((n2.astype(np.float64) ** 2).sum(1))
-    return ok & (area > np.minimum(1e-12 * longest, 1e-24))
+    n2 = face_normals(vertices, f, unit=False) if n2 is None else n2
+    # spec: area < min(1e-12·longest_edge², 1e-24); the min makes it "area ≈ 0" for any real mesh
+    area2 = np.einsum("ij,ij->i", n2, n2, dtype=np.float64)     # (2·area)²
+    return ok & (area2 > 4e-48)
 
 
 def remove_degenerate_faces(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -263,11 +261,13 @@ def fill_small_holes(vertices: np.ndarray, faces: np.ndarray, topo: EdgeTopology
 
 
 def clean_mesh(vertices: np.ndarray, faces: np.ndarray, hole_perimeter: float = HOLE_PERIMETER,
-               min_component_area: float = MIN_COMPONENT_AREA, extent: float | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+               min_component_area: float = MIN_COMPONENT_AREA, extent: float | None = None,
+               weld: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The whole clean-up; thresholds are on the unit box and scale with ``extent`` (default: bbox).
 
-    One edge sort serves orientation, component removal and hole filling.
+    One edge sort serves orientation, component removal and hole filling; duplicate faces (which
+    make edges non-manifold) are only searched for when the edge counts show some. ``weld=False``
+    skips vertex welding for meshes known to have unique vertices (the dual grid: one per voxel).
     """
     v = np.asarray(vertices, dtype=np.float32).reshape(-1, 3)
     f = np.asarray(faces, dtype=np.int32).reshape(-1, 3)
@@ -275,15 +275,19 @@ def clean_mesh(vertices: np.ndarray, faces: np.ndarray, hole_perimeter: float = 
         return v[:0], f
     if extent is None:
         extent = float((v.max(0) - v.min(0)).max()) or 1.0
-    v, f = merge_duplicate_vertices(v, f)
+    if weld:
+        v, f = merge_duplicate_vertices(v, f)
     n2 = face_normals(v, f, unit=False)
     keep = nondegenerate(v, f, n2)
-    f, n2 = f[keep], n2[keep]
-    keep = unique_faces(f)
     f, n2 = f[keep], n2[keep]
     if len(f) == 0:
         return v[:0], f
     topo = edge_topology(f)
+    if topo.count.max() > 2:
+        keep = unique_faces(f)
+        if not keep.all():
+            f, n2 = f[keep], n2[keep]
+            topo = subset_topology(topo, keep)
     flip, comp = orientation_components(f, topo)
     f, topo = flip_faces(f, topo, flip)
     n2[flip] *= -1
