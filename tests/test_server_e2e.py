@@ -400,3 +400,19 @@ def test_client_generate_raises_on_failure_and_cancel(server, client) -> None:
     finally:
         del client.submit
     assert client.get(job_ids[-1])["state"] == "cancelled"
+
+
+def test_internal_errors_are_problem_json_and_grpc_internal(tmp_path: Path) -> None:
+    cfg = ServerConfig(grpc_port=0, http_port=0, backend="relief", workers=1, store=tmp_path)
+    with ThreadedServer(cfg) as srv, PropForgeClient(srv.grpc_address) as c:
+        job = c.generate(cutout_png(seed=1), SMALL)[1]
+        srv.manager.store._db.close()              # the database goes away under the server
+
+        async def go():
+            async with aiohttp.ClientSession() as s:
+                async with s.get(f"{srv.http_url}/v1/jobs/{job['id']}") as r:
+                    return r.status, await r.json(content_type=None)
+        status, body = run(go())
+        assert status == 500 and body["code"] == "INTERNAL" and "Traceback" not in body["detail"]
+        with pytest.raises(PropForgeError, match="INTERNAL"):
+            c.get(job["id"])

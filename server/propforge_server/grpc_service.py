@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hmac
+import logging
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import grpc
@@ -24,6 +25,7 @@ from ._proto import propforge_pb2_grpc as pb_grpc
 from .jobs import JobManager, JobNotFound, QueueFull, ResultNotReady, ShuttingDown
 from .store import iter_file
 
+log = logging.getLogger("propforge.server")
 SERVICE_NAME = "propforge.v1.PropForge"
 CHUNK = 1 << 20  # result chunks: 1 MiB
 
@@ -52,6 +54,9 @@ def _unary(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
             return await fn(self, request, context)
         except PropForgeError as e:
             await context.abort(status_code(e), str(e))
+        except Exception:
+            log.exception("gRPC %s failed", fn.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal server error (see the server log)")
     return wrapper
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import re
 from typing import Any, Awaitable, Callable
 
@@ -21,6 +22,7 @@ from ._proto import propforge_pb2 as pb
 from .jobs import JobManager, JobNotFound, QueueFull, ResultNotReady, ShuttingDown
 from .store import iter_file
 
+log = logging.getLogger("propforge.server")
 KEEPALIVE_SECONDS = 15.0
 CHUNK = 1 << 20
 _HTTP: list[tuple[type[BaseException], int, str]] = [
@@ -91,6 +93,11 @@ class HttpBridge:
                 detail = f"upload is larger than the limit of {self.max_upload_bytes} bytes"
             return problem(e.status, e.reason, detail, headers={k: v for k, v in e.headers.items()
                                                                 if k.lower() in ("allow", "retry-after")})
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception:
+            log.exception("HTTP %s %s failed", request.method, request.path)
+            return problem(500, "Internal Server Error", "internal server error (see the server log)", "INTERNAL")
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
