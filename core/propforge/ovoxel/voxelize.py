@@ -20,7 +20,8 @@ Attributes, per spec §3.4: each (triangle, voxel) pair of the same 4-voxel rule
 at the voxel centre projected onto the triangle plane. Deliberate deviations, both for quality:
 the sample point is the triangle's closest point to the voxel centre (upstream extrapolates the
 barycentrics beyond the triangle, which reads texels of neighbouring atlas islands), and factors / vertex colours multiply base colour in linear space (glTF semantics)
-before re-encoding to sRGB. Textures are sampled bilinearly with the sampler's wrap mode; no mip-maps.
+before re-encoding to sRGB. Textures are sampled bilinearly with the sampler's wrap mode from a
+box-filtered mip pyramid at the level of half a voxel's UV footprint (``mipmap=False``: level 0 only).
 """
 from __future__ import annotations
 
@@ -394,12 +395,55 @@ def sample_texture(tex: np.ndarray, uv: np.ndarray, wrap: tuple[int, int] = (104
     return (top * (1 - fy) + bottom * fy) / 255.0
 
 
-def surface_attrs(mesh: TexturedMesh, face: np.ndarray, bary: np.ndarray) -> np.ndarray:
+def _lookup(tex: np.ndarray, uv: np.ndarray, wrap: tuple[int, int], footprint: np.ndarray | None) -> np.ndarray:
+    if footprint is None:
+        return sample_texture(tex, uv, wrap).astype(np.float64)
+    return sample_texture_mip(tex, uv, wrap, footprint * np.sqrt(tex.shape[0] * tex.shape[1]))
+
+
+_PYRAMIDS: dict[int, tuple[np.ndarray, list[np.ndarray]]] = {}
+
+
+def mip_pyramid(tex: np.ndarray) -> list[np.ndarray]:
+    """Box-filtered mip levels of a uint8 texture (level 0 = the texture), cached per array."""
+    hit = _PYRAMIDS.get(id(tex))
+    if hit is not None and hit[0] is tex:
+        return hit[1]
+    from PIL import Image
+
+    levels, img = [tex], Image.fromarray(tex)
+    while min(img.size) > 1:
+        img = img.reduce(2)
+        levels.append(np.asarray(img))
+    if len(_PYRAMIDS) > 32:
+        _PYRAMIDS.clear()
+    _PYRAMIDS[id(tex)] = (tex, levels)
+    return levels
+
+
+def sample_texture_mip(tex: np.ndarray, uv: np.ndarray, wrap: tuple[int, int], footprint: np.ndarray) -> np.ndarray:
+    """Trilinear mip-mapped lookup; ``footprint`` = texels of level 0 covered by one sample (>= 1 filters)."""
+    levels = mip_pyramid(tex)
+    lod = np.clip(np.log2(np.maximum(footprint, 1.0)), 0, len(levels) - 1)
+    lo = np.floor(lod).astype(np.int64)
+    frac = (lod - lo)[:, None]
+    out = np.zeros((len(uv), tex.shape[2]), np.float64)
+    for level in np.unique(lo):
+        sel = lo == level
+        a = sample_texture(levels[level], uv[sel], wrap)
+        b = sample_texture(levels[min(level + 1, len(levels) - 1)], uv[sel], wrap)
+        out[sel] = a * (1 - frac[sel]) + b * frac[sel]
+    return out
+
+
+def surface_attrs(mesh: TexturedMesh, face: np.ndarray, bary: np.ndarray,
+                  footprint: np.ndarray | None = None) -> np.ndarray:
     """PBR attributes [K, 6] (ATTR_LAYOUT) of ``mesh`` at barycentric points of faces ``face``.
 
     base colour = sRGB(linear(texture) · factor · COLOR_0); metallic = B · factor, roughness = G ·
     factor of the metallicRoughness texture; alpha = texture A · factor A · COLOR_0 A unless OPAQUE
-    (then 1), binarised at the cutoff for MASK.
+    (then 1), binarised at the cutoff for MASK. ``footprint`` (UV units per sample, e.g. one voxel)
+    selects mip-mapped lookups; without it textures are point-sampled (bilinear).
     """
     mat, K = mesh.material, len(face)
     corners = mesh.faces[face]
@@ -408,7 +452,7 @@ def surface_attrs(mesh: TexturedMesh, face: np.ndarray, bary: np.ndarray) -> np.
         uv = np.einsum("kv,kvj->kj", bary, mesh.uvs[corners].astype(np.float64))
     rgba = np.ones((K, 4))
     if mat.base_color_texture is not None and uv is not None:
-        rgba = sample_texture(mat.base_color_texture, uv, mat.base_color_sampler_wrap).astype(np.float64)
+        rgba = _lookup(mat.base_color_texture, uv, mat.base_color_sampler_wrap, footprint)
     factor = np.asarray(mat.base_color_factor, np.float64)
     vc = None
     if mesh.vertex_colors is not None:
@@ -421,7 +465,7 @@ def surface_attrs(mesh: TexturedMesh, face: np.ndarray, bary: np.ndarray) -> np.
     out[:, 0:3] = rgb
     mr = np.ones((K, 3))
     if mat.metallic_roughness_texture is not None and uv is not None:
-        mr = sample_texture(mat.metallic_roughness_texture, uv, mat.base_color_sampler_wrap)
+        mr = _lookup(mat.metallic_roughness_texture, uv, mat.base_color_sampler_wrap, footprint)
     out[:, 3] = mr[:, 2] * mat.metallic_factor
     out[:, 4] = mr[:, 1] * mat.roughness_factor
     if mat.alpha_mode == "OPAQUE":
@@ -456,8 +500,22 @@ def _project_bary(tri: np.ndarray, p: np.ndarray) -> np.ndarray:
     return lam
 
 
+def _uv_footprint(mesh: TexturedMesh, face: np.ndarray, tri_grid: np.ndarray) -> np.ndarray | None:
+    """Mip footprint in UV units: half the UV span of one voxel, sqrt(UV area / grid area) / 2.
+
+    Half a voxel (mip level offset -1) measured best on the real assets: the trilinear read-back
+    already blurs over one voxel, so a full-voxel prefilter over-smooths (-0.8 dB on two assets)."""
+    if mesh.uvs is None:
+        return None
+    uv = mesh.uvs[mesh.faces[face]].astype(np.float64)
+    e1, e2 = uv[:, 1] - uv[:, 0], uv[:, 2] - uv[:, 0]
+    area_uv = np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
+    area_xyz = np.linalg.norm(np.cross(tri_grid[:, 1] - tri_grid[:, 0], tri_grid[:, 2] - tri_grid[:, 0]), axis=1)
+    return 0.5 * np.sqrt(area_uv / np.maximum(area_xyz, 1e-30))
+
+
 def _attributes(soup: _Soup, meshes: Sequence[TexturedMesh], tri: np.ndarray, vox: np.ndarray,
-                coords: np.ndarray) -> np.ndarray:
+                coords: np.ndarray, mipmap: bool = True) -> np.ndarray:
     """Weighted mean of material samples over the (triangle, voxel) pairs of the crossing rule."""
     N = len(coords)
     pair = np.unique(tri.astype(np.int64) * N + vox)
@@ -467,14 +525,17 @@ def _attributes(soup: _Soup, meshes: Sequence[TexturedMesh], tri: np.ndarray, vo
     for lo in range(0, len(tri), _BUDGET):
         t, v = tri[lo:lo + _BUDGET], vox[lo:lo + _BUDGET]
         centre = coords[v] + 0.5
-        lam = _project_bary(soup.tri(t), centre)
+        tri_grid = soup.tri(t)
+        lam = _project_bary(tri_grid, centre)
         dist = np.abs((soup.normal[t] * centre).sum(1) + soup.d0[t]) / soup.R
         w = np.clip(1.0 - dist, 1e-3, None)
         mid = soup.mesh_id[t]
         vals = np.empty((len(t), ATTR_CHANNELS))
         for m in np.unique(mid):
             sel = mid == m
-            vals[sel] = surface_attrs(meshes[m], soup.keep[t[sel]] - first_face[m], lam[sel])
+            face = soup.keep[t[sel]] - first_face[m]
+            fp = _uv_footprint(meshes[m], face, tri_grid[sel]) if mipmap else None
+            vals[sel] = surface_attrs(meshes[m], face, lam[sel], fp)
         _scatter(acc, v, vals * w[:, None])
         wsum += np.bincount(v, weights=w, minlength=N)
     return acc / np.maximum(wsum, 1e-12)[:, None]
@@ -520,7 +581,7 @@ def _check_inputs(meshes: Sequence[TexturedMesh | Mesh], resolution: int, aabb: 
 def mesh_to_ovoxel(meshes: Sequence[TexturedMesh | Mesh] | TexturedMesh | Mesh, resolution: int, *,
                    aabb: np.ndarray = UNIT_AABB, face_weight: float = FACE_WEIGHT,
                    boundary_weight: float = BOUNDARY_WEIGHT,
-                   regularization_weight: float = REGULARIZATION_WEIGHT,
+                   regularization_weight: float = REGULARIZATION_WEIGHT, mipmap: bool = True,
                    timings: dict[str, float] | None = None) -> OVoxel:
     """Voxelise meshes given in the O-Voxel frame (inside ``aabb``) at grid ``resolution``.
 
@@ -576,7 +637,7 @@ def mesh_to_ovoxel(meshes: Sequence[TexturedMesh | Mesh] | TexturedMesh | Mesh, 
     dual = solve_qef(Q, coords.astype(np.float64), mean)
     offsets = np.clip(dual - coords, 0.0, 1.0)
     lap("qef")
-    attrs = _attributes(soup, meshes, np.repeat(tri, 4), inv.reshape(-1), coords)
+    attrs = _attributes(soup, meshes, np.repeat(tri, 4), inv.reshape(-1), coords, mipmap)
     lap("attributes")
     return OVoxel(coords.astype(np.int32), offsets.astype(np.float32), flags, attrs.astype(np.float32), R,
                   aabb=aabb.astype(np.float32))
