@@ -368,6 +368,22 @@ def test_server_down_is_retried_with_backoff_then_failed(project):
     assert [r["kind"] for r in p.runs(w, "a.png")] == ["failed"]
 
 
+def test_output_io_errors_are_retried_then_failed_and_the_watcher_survives(project):
+    p = project("godot")
+    w = p.start(max_attempts=2, retry_base_s=0.2)
+    p.out("blocked.png").mkdir(parents=True)          # a folder squats the GLB's name: rename fails
+    p.drop("blocked.png", png(27))
+    st = p.wait_state("blocked.png", ("failed",), timeout=60)
+    assert st["attempt"] == 2 and "I/O error" in st["error"], st
+    assert not list(p.layout.output.glob(".*.tmp")), "temp file left behind"
+    p.drop("fine.png", png(28))
+    assert p.wait_state("fine.png")["state"] == "done"
+    p.out("blocked.png").rmdir()
+    p.drop("blocked.png", png(29))                     # a new version of the image: made this time
+    assert p.wait_state("blocked.png", ("done",))["source_sha256"] == sha(png(29))
+    assert w.stats["failed"] == 1
+
+
 def test_deleting_or_renaming_a_source_keeps_outputs(project):
     p = project("unity")
     w = p.start()

@@ -284,11 +284,11 @@ class Watcher:
                     return
                 try:
                     self._check_pending(rel, entry)
-                except Exception as e:  # a bug must not stall the image silently
-                    log.exception("internal error checking %s", rel)
+                except Exception as e:  # a bug or a full disk must not stall the image silently
+                    log.exception("error checking %s", rel)
                     with self._cv:
                         self._pending.pop(rel, None)
-                    self._fail(rel, 1, f"internal error: {e}", permanent=True)
+                    self._safe_fail(rel, 1, f"{type(e).__name__}: {e}", permanent=not isinstance(e, OSError))
             with self._cv:
                 self._cv.notify_all()
                 if self._stopping.is_set():
@@ -435,9 +435,12 @@ class Watcher:
                 self._running.add(rel)
             try:
                 self._process(rel, attempt)
+            except OSError as e:    # disk full, permissions, network share gone: retried with backoff
+                log.warning("I/O error on %s: %s", rel, e)
+                self._safe_fail(rel, attempt, f"I/O error: {e}", permanent=False)
             except Exception as e:  # a bug must not kill the worker; the image is failed visibly
                 log.exception("internal error on %s", rel)
-                self._fail(rel, attempt, f"internal error: {e}", permanent=True)
+                self._safe_fail(rel, attempt, f"internal error: {e}", permanent=True)
             finally:
                 with self._cv:
                     self._running.discard(rel)
@@ -583,6 +586,13 @@ class Watcher:
         self._count("failed")
         self._write_status(out, "failed", **ids, attempt=attempt, error=reason)
         log.error("failed %s: %s", rel, reason)
+
+    def _safe_fail(self, rel: str, attempt: int, reason: str, *, permanent: bool) -> None:
+        """``_fail`` from an error handler: if even the status write fails, log and keep the thread."""
+        try:
+            self._fail(rel, attempt, reason, permanent=permanent)
+        except Exception:
+            log.exception("could not record the failure of %s (%s)", rel, reason)
 
     # ---------------------------------------------------------------- small helpers
     def _write_status(self, out: Path, state: str, /, **fields: Any) -> None:
