@@ -128,9 +128,10 @@ def test_unity_drop_makes_valid_glb_meta_first_and_status_done(project, assert_v
     from watchdog.observers import Observer
 
     p = project("unity")
-    w = p.start()
+    w = p.start(progress_interval_s=0.0)
     seen: list[str] = []            # order of appearance in the output folder
     states: list[str] = []          # status states read back as the file was replaced
+    fractions: list[float] = []     # progress of the "running" ones
     problems: list[str] = []
 
     class Spy(FileSystemEventHandler):
@@ -143,7 +144,10 @@ def test_unity_drop_makes_valid_glb_meta_first_and_status_done(project, assert_v
                 problems.append("GLB appeared before its .meta")
             if path.name.endswith(".status.json"):
                 try:
-                    states.append(json.loads(path.read_text())["state"])
+                    doc = json.loads(path.read_text())
+                    states.append(doc["state"])
+                    if doc["state"] == "running":
+                        fractions.append(doc["progress"]["fraction"])
                 except FileNotFoundError:
                     pass
                 except ValueError:
@@ -174,6 +178,7 @@ def test_unity_drop_makes_valid_glb_meta_first_and_status_done(project, assert_v
     order = {"queued": 0, "running": 1, "done": 2}
     assert states and states[-1] == "done" and "failed" not in states, states
     assert [order[s] for s in states] == sorted(order[s] for s in states), states
+    assert fractions and fractions == sorted(fractions) and 0.0 <= fractions[0] and fractions[-1] <= 1.0, fractions
     assert len(p.runs(w, "barrel.png", "generated")) == 1
 
 

@@ -526,6 +526,7 @@ class Watcher:
     def _progress(self, out: Path, ids: dict[str, Any]):
         """Status-file progress, throttled; raising Cancelled here is how stop() interrupts a job."""
         last = {"t": 0.0, "stage": None}
+        t0 = time.monotonic()
 
         def callback(ev: ProgressEvent) -> None:
             if self._stopping.is_set():
@@ -534,6 +535,8 @@ class Watcher:
             if ev.stage != last["stage"] or now - last["t"] >= self.config.progress_interval_s:
                 last.update(t=now, stage=ev.stage)
                 prog = {k: v for k, v in ev.to_dict().items() if k != "time"}
+                if 0.02 < ev.fraction < 1.0:    # linear estimate; good enough for a progress bar
+                    prog["eta_s"] = round((now - t0) * (1.0 - ev.fraction) / ev.fraction, 1)
                 self._write_status(out, "running", **ids, progress=prog)
 
         return callback
