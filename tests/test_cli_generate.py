@@ -193,8 +193,12 @@ def test_trellis2_without_gpu_or_weights_says_so(images, tmp_path):
         pytest.skip("this machine has a GPU")
     res = propforge("generate", images["disc"], "-o", tmp_path / "x.glb", "--backend", "trellis2",
                     "--model", str(tmp_path / "no-such-model"))
-    assert_user_error(res, "trellis2")
+    assert_user_error(res, "trellis2", "no CUDA GPU", "--backend relief")
     assert not (tmp_path / "x.glb").exists()
+    # default model id, no network: still one line (library messages span lines)
+    res = propforge("generate", images["disc"], "-o", tmp_path / "x.glb", "--backend", "trellis2",
+                    env={"HF_HUB_OFFLINE": "1"})
+    assert_user_error(res, "trellis2", "no CUDA GPU")
 
 
 def test_validate_command(images, tmp_path):

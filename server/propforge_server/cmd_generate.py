@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from propforge.errors import Cancelled, PropForgeError
+from propforge.errors import BackendUnavailable, Cancelled, ModelLoadError, PropForgeError
 from propforge.options import TEXTURE_FORMATS, ExportOptions, GenerateOptions
 from propforge.progress import ProgressEvent
 
@@ -184,6 +184,23 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def one_line(message: str) -> str:
+    """Error texts from libraries can span lines; the CLI promises one line per problem."""
+    return " ".join(message.split())
+
+
+def _trellis2_hint() -> str:
+    try:
+        import torch
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if has_cuda:
+        return " (pass --model with a local folder or hub id holding pipeline.json and the weights)"
+    return (" (no CUDA GPU here: trellis2 needs an NVIDIA GPU and the TRELLIS.2 weights; "
+            "use --backend relief for the CPU 2.5D relief)")
+
+
 class LocalRunner:
     """Runs propforge.api.generate_glb in this process, loading the generator once for all images."""
 
@@ -195,7 +212,12 @@ class LocalRunner:
         if name == "auto":
             name = resolve_backend(options.model or None)
         kwargs = {"model": options.model} if name == "trellis2" and options.model else {}
-        self.generator = load_generator(name, **kwargs)
+        try:
+            self.generator = load_generator(name, **kwargs)
+        except (BackendUnavailable, ModelLoadError) as e:
+            if name != "trellis2":
+                raise
+            raise BackendUnavailable(f"backend trellis2 is not usable here: {one_line(str(e))}{_trellis2_hint()}") from None
         self.backend = self.generator.name
 
     def run(self, data: bytes, image: str, progress: Callable[[ProgressEvent], None]) -> Outcome:
@@ -255,8 +277,8 @@ def run(args: argparse.Namespace) -> int:
             raise
         except PropForgeError as e:
             failures += 1
-            msg = str(e) if str(e).startswith(image) else f"{image}: {e}"
-            rep.failed(image, msg)
+            msg = one_line(str(e))
+            rep.failed(image, msg if msg.startswith(image) else f"{image}: {msg}")
             continue
         except (KeyboardInterrupt, SystemExit):
             rep.clear_bar()
@@ -264,7 +286,7 @@ def run(args: argparse.Namespace) -> int:
         except Exception as e:  # noqa: BLE001 - a bug on one image must not drop the others
             failures += 1
             internal += 1
-            rep.failed(image, f"{image}: internal error: {type(e).__name__}: {e}")
+            rep.failed(image, f"{image}: internal error: {type(e).__name__}: {one_line(str(e))}")
             if os.environ.get("PROPFORGE_DEBUG"):
                 traceback.print_exc()
             continue
