@@ -169,6 +169,23 @@ def test_glb_meta_is_a_gltfast_importer_meta(tmp_path):
     assert not glb.exists()  # the meta comes first; the GLB is written by the watcher afterwards
 
 
+def test_meta_files_parse_as_yaml(tmp_path):
+    yaml = pytest.importorskip("yaml")
+    root = unity_project(tmp_path)
+    glb = root / "Assets/PropForge/Generated/a.glb"
+    ensure_asset_meta(root, glb)
+    ensure_asset_meta(root, glb.with_name("a.glb.status.json"))
+    doc = yaml.load(glb.with_name("a.glb.meta").read_text(), Loader=yaml.BaseLoader)   # all scalars as text
+    assert doc["fileFormatVersion"] == "2" and doc["guid"] == stable_guid("Assets/PropForge/Generated/a.glb")
+    imp = doc["ScriptedImporter"]
+    assert imp["script"] == {"fileID": "11500000", "guid": GLTFAST_IMPORTER_SCRIPT_GUID, "type": "3"}
+    assert imp["importSettings"]["generateMipMaps"] == "1"
+    folder = yaml.load((root / "Assets/PropForge/Generated.meta").read_text(), Loader=yaml.BaseLoader)
+    assert folder["folderAsset"] == "yes" and "DefaultImporter" in folder
+    text = yaml.load(glb.with_name("a.glb.status.json.meta").read_text(), Loader=yaml.BaseLoader)
+    assert "TextScriptImporter" in text
+
+
 def test_existing_meta_is_never_rewritten(tmp_path):
     root = unity_project(tmp_path)
     glb = root / "Assets/PropForge/Generated/a.glb"
