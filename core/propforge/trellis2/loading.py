@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,9 @@ def build_model(config: dict[str, Any], source: str = "config", precision: str =
     if not isinstance(config, dict) or "name" not in config or not isinstance(config.get("args"), dict):
         raise ModelLoadError(f"{source}: expected a JSON object with 'name' and 'args'")
     cls = _class_for(config["name"])
+    if config["name"].endswith("FlowModel") and "dtype" not in config["args"]:
+        warnings.warn(f"{source}: flow config has no 'dtype'; its torso runs in float32 as the reference "
+                      "would (spec [C]: the release is expected to say bfloat16)", stacklevel=2)
     try:
         cfg = cls.config_class.from_args(dict(config["args"]))
         if precision == "float32":

@@ -233,11 +233,18 @@ class Trellis2Pipeline:
             raise InputError(f"unknown sampler stage(s) {sorted(unknown)}; use {', '.join(loading.SAMPLER_KEYS)}")
         plan = StagePlan(progress, STAGE_WEIGHTS)
         timings: dict[str, float] = {}
+        peak_gib: dict[str, float] = {}
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
         clock = [time.perf_counter()]
 
         def done(stage: str) -> None:
-            if self.device.type == "cuda":
+            """Per-stage wall time and (CUDA) peak allocated memory, then the stage's 100 % event."""
+            if cuda:
                 torch.cuda.synchronize(self.device)
+                peak_gib[stage] = torch.cuda.max_memory_allocated(self.device) / 2 ** 30
+                torch.cuda.reset_peak_memory_stats(self.device)
             now = time.perf_counter()
             timings[stage] = timings.get(stage, 0.0) + now - clock[0]
             clock[0] = now
@@ -301,5 +308,6 @@ class Trellis2Pipeline:
 
         asset = self.decode(shape, tex, coords, resolution)[0]
         done("decode")
-        asset.stats = {**stats, "voxels": len(asset.coords), "timings_s": timings}
+        asset.stats = {**stats, "voxels": len(asset.coords), "timings_s": timings,
+                       **({"peak_gib": peak_gib} if cuda else {})}
         return asset

@@ -19,6 +19,8 @@ from ..sparse import (LayerNorm32, SparseConv3d, SparseLinear, SparseTensor, cha
                       children_feats, spatial_to_channel)
 
 BLOCK = "SparseConvNeXtBlock3d"
+#: cache key under which an encoder level keeps the cache of the finer level it came from
+FINE_CACHE = "trellis2_fine_cache"
 
 
 @dataclass
@@ -90,6 +92,9 @@ class SparseResBlockC2S3d(nn.Module):
         signs = guide if guide is not None else logits
         h = self.conv1(x.replace(F.silu(self.norm1(x.feats))))
         h, _ = channel_to_spatial(h, None if signs is None else signs > 0)
+        if signs is None:       # cached mode: the children are the encoder's voxels; inherit that level's cache
+            for k, v in x.cache.get(FINE_CACHE, {}).items():
+                h.cache.setdefault(k, v)
         skip = children_feats(h, x.feats)                                   # [M, C_in / 8]
         h = self.conv2(h.replace(F.silu(self.norm2(h.feats))))
         r = self.c_out // skip.shape[1]
@@ -110,6 +115,7 @@ class SparseResBlockS2C3d(nn.Module):
     def forward(self, x: SparseTensor) -> SparseTensor:
         h = self.conv1(x.replace(F.silu(self.norm1(x.feats))))
         h, _ = spatial_to_channel(h)
+        h.cache[FINE_CACHE] = x.cache     # lets a cached-mode decoder walk back level by level
         xs, _ = spatial_to_channel(x)
         skip = xs.feats.reshape(len(xs), self.c_out, -1).mean(-1)
         h = self.conv2(h.replace(F.silu(self.norm2(h.feats))))
@@ -168,9 +174,9 @@ class SparseUnetVaeDecoder(nn.Module):
     def forward(self, z: SparseTensor, guide_subs: list[torch.Tensor] | None = None
                 ) -> tuple[SparseTensor, list[torch.Tensor]]:
         """-> (head output fp32 [N_R, out], subdivision logits per level, fp32)."""
-        """``guide_subs`` (texture decoder: required) makes the shape decoder follow given subdivisions."""
-        if not self.config.pred_subdiv and guide_subs is None:
-            raise ValueError("this decoder follows another decoder's subdivisions: pass guide_subs")
+        """``guide_subs``: subdivision logits to follow (the texture decoder gets the shape decoder's).
+        Without them a ``pred_subdiv=False`` decoder re-creates the voxels of the encoder whose
+        space-to-channel maps the latent carries in its cache (texturing pipeline)."""
         h, subs = self.trunk(z, guide_subs)
         out = self.output_layer(F.layer_norm(h.feats.float(), h.feats.shape[-1:], eps=1e-5))
         return h.replace(out), [s.float() for s in subs]

@@ -1,0 +1,130 @@
+"""TRELLIS.2 pipeline benchmark: per-stage wall time and peak GPU memory for each pipeline type.
+
+Random weights at the released sizes (``--make full DIR`` writes them with ``propforge.trellis2.tiny``,
+calibrated so the structure stage yields ~8192 tokens at 32³ and each decoder level keeps 4 of 8
+children, roughly a real asset's counts), so the numbers measure the engine, not a real model's output.
+
+    python benchmarks/trellis2_bench.py --make full /tmp/t2full --types 512,1024,1024_cascade,1536_cascade
+    python benchmarks/trellis2_bench.py --model /tmp/t2full --json out.jsonl
+
+Each type runs ``--repeat`` times after one untimed warm-up of the first type (Triton autotuning,
+cuDNN plans); results are printed as a markdown table and appended as JSON lines to ``--json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "core"), str(ROOT / "server")]
+
+STAGES = ("prepare", "condition", "structure", "shape", "texture", "decode")
+
+
+def test_image(size: int = 512) -> Image.Image:
+    """A coloured, non-convex RGBA cut-out drawn in code (no data files on the GPU machine)."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    body = ((xx - 0.5) ** 2 / 0.09 + (yy - 0.55) ** 2 / 0.16) < 1
+    handle = ((xx - 0.78) ** 2 + (yy - 0.5) ** 2 < 0.12 ** 2) & ~((xx - 0.78) ** 2 + (yy - 0.5) ** 2 < 0.07 ** 2)
+    mask = body | handle
+    rgb = np.stack([180 + 60 * xx, 90 + 100 * yy, np.full_like(xx, 60)], -1)
+    rgba = np.concatenate([rgb, mask[..., None] * 255.0], -1).astype(np.uint8)
+    return Image.fromarray(rgba, "RGBA")
+
+
+def environment() -> dict:
+    import transformers
+    env = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+           "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
+           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    try:
+        import triton
+        env["triton"] = triton.__version__
+    except ImportError:
+        pass
+    return env
+
+
+def emit(path: Path | None, record: dict) -> None:
+    line = json.dumps(record)
+    print(line, flush=True)
+    if path is not None:
+        with path.open("a") as f:
+            f.write(line + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--make", nargs=2, metavar=("PRESET", "DIR"), help="write a random checkpoint first (tiny|full)")
+    ap.add_argument("--model", help="checkpoint folder (defaults to the --make folder)")
+    ap.add_argument("--types", default="512,1024,1024_cascade,1536_cascade")
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--precision", default=None, help="native (GPU default) or float32")
+    ap.add_argument("--ss-tokens", type=int, default=None, help="with --make: target 32³ structure tokens")
+    ap.add_argument("--json", type=Path, default=None, help="append JSON lines here")
+    args = ap.parse_args(argv)
+
+    from propforge.trellis2.pipeline import Trellis2Pipeline
+    from propforge.trellis2.tiny import write_checkpoint
+
+    emit(args.json, {"env": environment()})
+    model = args.model
+    if args.make:
+        t = time.perf_counter()
+        model = str(write_checkpoint(args.make[1], args.make[0], ss_tokens=args.ss_tokens))
+        emit(args.json, {"make_checkpoint_s": round(time.perf_counter() - t, 2), "preset": args.make[0]})
+    if not model:
+        ap.error("give --model or --make")
+    t = time.perf_counter()
+    pipe = Trellis2Pipeline.from_pretrained(model, precision=args.precision, low_vram=False)
+    types = args.types.split(",")
+    keys = {"sparse_structure_flow_model", "sparse_structure_decoder", "shape_slat_decoder", "tex_slat_decoder"}
+    for ty in types:
+        keys |= {f"shape_slat_flow_model_{'512' if ty == '512' else '1024'}",
+                 f"tex_slat_flow_model_{'512' if ty == '512' else '1024'}"}
+        if ty.endswith("cascade"):
+            keys.add("shape_slat_flow_model_512")
+    pipe.load_all(tuple(k for k in pipe.config.models if k in keys))
+    if pipe.device.type == "cuda":
+        torch.cuda.synchronize()
+    emit(args.json, {"load_s": round(time.perf_counter() - t, 2), "models": sorted(keys),
+                     "resident_gib": round(torch.cuda.memory_allocated() / 2 ** 30, 2) if pipe.device.type == "cuda" else None})
+    image = test_image()
+    t = time.perf_counter()
+    asset = pipe.run(image, seed=args.seed, pipeline_type=types[0])
+    emit(args.json, {"warmup": types[0], "total_s": round(time.perf_counter() - t, 2),
+                     "timings_s": {k: round(v, 3) for k, v in asset.stats["timings_s"].items()}})
+    rows = []
+    for ty in types:
+        for r in range(args.repeat):
+            t = time.perf_counter()
+            asset = pipe.run(image, seed=args.seed, pipeline_type=ty)
+            total = time.perf_counter() - t
+            st = asset.stats
+            rec = {"type": ty, "repeat": r, "total_s": round(total, 2), "resolution": st["resolution"],
+                   "ss_tokens": st["ss_tokens"], "shape_tokens": st["shape_tokens"], "voxels": st["voxels"],
+                   "cascade_tried": st.get("cascade_tried"),
+                   "timings_s": {k: round(v, 3) for k, v in st["timings_s"].items()},
+                   "peak_gib": {k: round(v, 2) for k, v in st.get("peak_gib", {}).items()}}
+            emit(args.json, rec)
+            rows.append(rec)
+    print("\n| type | R | tokens (SS / shape) | voxels | " + " | ".join(STAGES) + " | total s | peak GiB |")
+    print("|" + "---|" * (len(STAGES) + 6))
+    for r in rows:
+        peak = max(r["peak_gib"].values()) if r["peak_gib"] else float("nan")
+        print(f"| {r['type']} | {r['resolution']} | {r['ss_tokens']} / {r['shape_tokens']} | {r['voxels']} | "
+              + " | ".join(f"{r['timings_s'].get(s, 0):.2f}" for s in STAGES) + f" | {r['total_s']:.2f} | {peak:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
