@@ -158,6 +158,19 @@ def test_texture_material_and_sampler(tmp_path, embed):
     assert (m.material.alpha_mode, m.material.alpha_cutoff, m.material.double_sided) == ("MASK", 0.25, True)
 
 
+def test_khr_texture_transform_applied_to_uvs(tmp_path):
+    b = Builder()
+    mat = b.texture_material(np.zeros((2, 2, 4), np.uint8))
+    b.g.materials[mat].pbrMetallicRoughness.baseColorTexture.extensions = {
+        "KHR_texture_transform": {"offset": [0.5, 0.25], "rotation": np.pi / 2, "scale": [2.0, 3.0]}}
+    b.g.extensionsUsed = ["KHR_texture_transform"]
+    uv = np.array([[0, 0], [1, 0], [0, 1]], np.float32)
+    (m,) = load_gltf(b.save(tmp_path / "a.glb", [b.node(mesh=b.mesh(TRI, [0, 1, 2], uv=uv, material=mat))]))
+    # T·R·S with the rotation the implementations agree on (KhronosGroup/glTF#1563): u' = u·c + v·s,
+    # v' = -u·s + v·c on the scaled coordinates, then the offset
+    np.testing.assert_allclose(m.uvs, [[0.5, 0.25], [0.5, -1.75], [3.5, 0.25]], atol=1e-6)
+
+
 def test_gltf_with_data_uri_buffer(tmp_path):
     b = Builder()
     b.buffer_data_uri = True
