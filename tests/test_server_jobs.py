@@ -266,3 +266,28 @@ def test_retention_forgets_old_jobs_and_unreferenced_files(tmp_path: Path) -> No
         wait_state(mgr, again.id, "succeeded")
     finally:
         mgr.stop()
+
+
+def test_ready_only_after_every_worker_loaded_its_model(tmp_path: Path) -> None:
+    class SlowLoading(GatedWorker):
+        def __init__(self) -> None:
+            super().__init__(open_gate=True)
+            self.loaded = threading.Event()
+            self.backends: list[str] = []
+
+        def preload(self, backend: str) -> None:
+            self.backends.append(backend)
+            assert self.loaded.wait(20)
+
+    worker = SlowLoading()
+    mgr = make_manager(tmp_path, worker)
+    try:
+        job = mgr.submit(png(), GenerateOptions())          # accepted and queued while loading
+        time.sleep(0.1)
+        assert not mgr.ready and mgr.get(job.id).state == "queued"
+        worker.loaded.set()
+        wait_state(mgr, job.id, "succeeded")
+        assert mgr.ready and worker.backends == ["relief"]
+    finally:
+        worker.loaded.set()
+        mgr.stop()

@@ -176,7 +176,12 @@ class GrpcFrontEnd:
             raise OSError(f"gRPC could not bind {addr} (port in use?)")
 
     async def start(self) -> None:
+        """Serve at once; health says NOT_SERVING until ``set_serving`` (workers loaded)."""
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
+
+    async def set_serving(self) -> None:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 

@@ -152,6 +152,7 @@ class JobManager:
         self._stopping = threading.Event()
         self._started = False
         self._busy = 0
+        self._loaded = 0
         self.default_backend = self.config.backend
         self._backend_info: dict[str, dict[str, Any]] = {}
         # metrics
@@ -193,7 +194,9 @@ class JobManager:
 
     @property
     def ready(self) -> bool:
-        return self._started and not self._stopping.is_set() and all(t.is_alive() for t in self._threads)
+        """Started, not stopping, every thread alive and every worker done loading its model."""
+        return (self._started and not self._stopping.is_set() and self._loaded == len(self._workers)
+                and all(t.is_alive() for t in self._threads))
 
     # -- submit / query / cancel ------------------------------------------------------------------
     def submit(self, image: bytes, options: GenerateOptions, image_name: str = "",
@@ -530,6 +533,14 @@ class JobManager:
             return run
 
     def _work_loop(self, worker: Worker) -> None:
+        preload = getattr(worker, "preload", None)
+        if preload is not None:  # load the default model before the first job (readiness waits for it)
+            try:
+                preload(self.default_backend)
+            except Exception as e:  # jobs will fail with the real reason; the server stays up
+                log.error("worker could not load backend %r: %s", self.default_backend, e)
+        with self._lock:
+            self._loaded += 1
         while True:
             run = self._next_job()
             if run is None:

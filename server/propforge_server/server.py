@@ -86,6 +86,8 @@ class PropForgeServer:
         self._runner: web.AppRunner | None = None
         self.grpc_port = 0
         self.http_port = 0
+        self.ready = asyncio.Event()
+        self._ready_task: asyncio.Task | None = None
 
     def _local_worker(self, index: int) -> Worker:
         return LocalWorker(index=index, model=self.config.model, max_pixels=self.config.max_pixels)
@@ -101,9 +103,19 @@ class PropForgeServer:
         if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.token:
             log.warning("serving on %s without a token: anyone who can reach this address can submit jobs "
                         "(set --token or PROPFORGE_TOKEN)", cfg.host)
-        log.info("propforge serving gRPC on %s:%d, HTTP on %s:%d, backend %s, %d worker(s), store %s",
+        log.info("propforge listening: gRPC on %s:%d, HTTP on %s:%d, backend %s, %d worker(s), store %s",
                  cfg.host, self.grpc_port, cfg.host, self.http_port, self.manager.default_backend,
                  self.manager.config.workers, cfg.store)
+        self._ready_task = asyncio.get_running_loop().create_task(self._announce_ready())
+
+    async def _announce_ready(self) -> None:
+        """gRPC health turns SERVING once every worker has loaded its model (HTTP /ready follows the manager)."""
+        while not self.manager.ready:
+            await asyncio.sleep(0.05)
+        if self.grpc is not None:
+            await self.grpc.set_serving()
+        self.ready.set()
+        log.info("propforge ready")
 
     async def _start(self) -> None:
         cfg = self.config
@@ -126,6 +138,8 @@ class PropForgeServer:
 
     async def stop(self, grace: float = 2.0) -> None:
         """Health goes NOT_SERVING, front ends close, running jobs return to the queue for the next start."""
+        if self._ready_task is not None:
+            self._ready_task.cancel()
         if self.grpc is not None:
             await self.grpc.stop(grace)
             self.grpc = None
@@ -147,10 +161,13 @@ class ThreadedServer:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="propforge-server-loop", daemon=True)
 
-    def start(self) -> "ThreadedServer":
+    def start(self, wait_ready: bool = True) -> "ThreadedServer":
+        """Start serving; by default return only once the workers have loaded their models."""
         self._thread.start()
         try:
             asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result(60)
+            if wait_ready:
+                asyncio.run_coroutine_threadsafe(asyncio.wait_for(self.server.ready.wait(), 600), self._loop).result()
         except BaseException:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)

@@ -69,7 +69,10 @@ def _accepts(backend: str, name: str) -> bool:
 
 
 class Worker(Protocol):
-    """What the job manager calls. ``run`` may raise ``propforge.errors.Cancelled`` via ``progress``."""
+    """What the job manager calls. ``run`` may raise ``propforge.errors.Cancelled`` via ``progress``.
+
+    Optional: ``preload(backend)``, called once on the worker's thread before its first job; the
+    server reports ready (``/v2/health/ready``) only when every worker has returned from it."""
 
     def run(self, image: bytes, options: GenerateOptions, progress: ProgressCallback) -> "Any":
         """Return a ``propforge.api.GlbResult`` (glb bytes + backend name)."""
@@ -109,6 +112,10 @@ class LocalWorker:
                         kwargs["device"] = device
                 self._generators[backend] = load_generator(backend, **kwargs)
             return self._generators[backend]
+
+    def preload(self, backend: str) -> None:
+        """Load the backend's model now, so the first job does not pay for it (and readiness means it)."""
+        self._generator(backend)
 
     def run(self, image: bytes, options: GenerateOptions, progress: ProgressCallback) -> Any:
         from propforge.api import generate_glb
