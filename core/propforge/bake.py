@@ -163,32 +163,40 @@ class BlockIndex:
     """Voxel coord -> O-Voxel row in O(1): a coarse table of 8³ blocks pointing at dense slabs.
 
     Texel sampling asks for 8 corners per texel (millions of look-ups); a sort-based search per
-    query dominated the bake, this is two gathers. Memory ~ 2 KiB per occupied block.
+    query dominated the bake, this is two gathers. Coords are stored shifted by +1 inside a padded
+    table so the neighbours of any voxel (-1 .. R) need no range checks; missing blocks point at
+    an all-empty slab. Memory ~ 2 KiB per occupied block.
     """
 
-    B = 8
-
     def __init__(self, coords: np.ndarray, resolution: int) -> None:
-        c = coords.astype(np.int64)
-        self.nb = -(-resolution // self.B)
+        c = coords.astype(np.int64) + 1
         self.res = resolution
+        self.nb = (resolution + 2 + 7) // 8
         b = c >> 3
         bkey = (b[:, 0] * self.nb + b[:, 1]) * self.nb + b[:, 2]
         occupied, inv = np.unique(bkey, return_inverse=True)
-        self.table = np.full(self.nb ** 3, -1, dtype=np.int32)
-        self.table[occupied] = np.arange(len(occupied), dtype=np.int32)
-        self.slabs = np.full((len(occupied) + 1, self.B ** 3), -1, dtype=np.int32)   # last row: empty
+        self.table = np.full(self.nb ** 3, len(occupied), dtype=np.int64)        # default: the empty slab
+        self.table[occupied] = np.arange(len(occupied))
+        self.slabs = np.full((len(occupied) + 1) * 512, -1, dtype=np.int32)
         l = c & 7
-        self.slabs[inv, (l[:, 0] << 6) | (l[:, 1] << 3) | l[:, 2]] = np.arange(len(c), dtype=np.int32)
+        self.slabs[inv * 512 + ((l[:, 0] << 6) | (l[:, 1] << 3) | l[:, 2])] = np.arange(len(c), dtype=np.int32)
 
-    def lookup_axes(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
-        """Row of each int coord (x, y, z) or -1 (out of range or inactive)."""
-        r = self.res
-        inside = (x >= 0) & (x < r) & (y >= 0) & (y < r) & (z >= 0) & (z < r)
-        x, y, z = (np.where(inside, c, 0) for c in (x, y, z))
-        blk = self.table[((x >> 3) * self.nb + (y >> 3)) * self.nb + (z >> 3)]
-        rows = self.slabs[np.where(blk >= 0, blk, len(self.slabs) - 1), ((x & 7) << 6) | ((y & 7) << 3) | (z & 7)]
-        return np.where(inside, rows, -1)
+    def axis_keys(self, c: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+        """(block-key part, in-block part) of int coords along one axis, already clamped to [-1, R]."""
+        c = c + 1
+        stride = self.nb ** (2 - axis)
+        return (c >> 3) * stride, (c & 7) << (3 * (2 - axis))
+
+    def lookup_parts(self, bx, lx, by, ly, bz, lz) -> np.ndarray:
+        return self.slabs[self.table[bx + by + bz] * 512 + (lx | ly | lz)]
+
+    def lookup(self, q: np.ndarray) -> np.ndarray:
+        """Row of each int coord [..., 3] or -1 (inactive or outside the grid)."""
+        q = np.asarray(q, np.int64)
+        inside = ((q >= 0) & (q < self.res)).all(-1)
+        qc = np.clip(q, -1, self.res)
+        parts = [p for i in range(3) for p in self.axis_keys(qc[..., i], i)]
+        return np.where(inside, self.lookup_parts(*parts), -1)
 
 
 def sample_trilinear(ov: OVoxel, points: np.ndarray, index: BlockIndex | None = None,
@@ -199,22 +207,25 @@ def sample_trilinear(ov: OVoxel, points: np.ndarray, index: BlockIndex | None = 
     out = np.zeros((len(pts), ov.attrs.shape[1]), dtype=np.float32)
     a_min = ov.aabb[0].astype(np.float64)
     voxel = (ov.aabb[1] - ov.aabb[0]).astype(np.float64) / ov.resolution
-    attrs = ov.attrs
+    attrs = np.concatenate([ov.attrs, np.zeros((1, ov.attrs.shape[1]), np.float32)])   # row -1: zeros
+    r = ov.resolution
 
     def run(s: int) -> None:
-        q = (pts[s:s + chunk] - a_min) / voxel
+        # corners outside [0, R) must not count: clamp far points so both corners stay in [-1, R]
+        q = np.clip((pts[s:s + chunk] - a_min) / voxel, -0.5, r + 0.5)
         base = np.floor(q - 0.5)
         frac = (q - (base + 0.5)).astype(np.float32)             # weight of the +1 corner per axis
         base = base.astype(np.int64)
-        axes = [[base[:, i], base[:, i] + 1] for i in range(3)]
+        keys = [[index.axis_keys(base[:, i] + d, i) for d in (0, 1)] for i in range(3)]
         wts = [[1.0 - frac[:, i], frac[:, i]] for i in range(3)]
         acc = np.zeros((len(q), attrs.shape[1]), dtype=np.float32)
         wsum = np.zeros(len(q), dtype=np.float32)
         for k in range(8):
             dx, dy, dz = (k >> 2) & 1, (k >> 1) & 1, k & 1
-            rows = index.lookup_axes(axes[0][dx], axes[1][dy], axes[2][dz])
-            w = np.where(rows >= 0, wts[0][dx] * wts[1][dy] * wts[2][dz], np.float32(0))
-            acc += w[:, None] * attrs[rows]                       # rows = -1 reads a row but w = 0
+            (bx, lx), (by, ly), (bz, lz) = keys[0][dx], keys[1][dy], keys[2][dz]
+            rows = index.lookup_parts(bx, lx, by, ly, bz, lz)
+            w = wts[0][dx] * wts[1][dy] * wts[2][dz] * (rows >= 0)
+            acc += w[:, None] * attrs[rows]                       # rows = -1 reads the zero row
             wsum += w
         out[s:s + chunk] = acc / np.maximum(wsum, 1e-12)[:, None]
 
