@@ -189,6 +189,15 @@ def one_line(message: str) -> str:
     return " ".join(message.split())
 
 
+def _quiet_weight_loading() -> None:
+    """transformers draws its own 'Loading weights' bar on stderr, through ours; hub downloads keep theirs."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.disable_progress_bar()
+
+
 def _trellis2_hint() -> str:
     try:
         import torch
@@ -212,6 +221,8 @@ class LocalRunner:
         if name == "auto":
             name = resolve_backend(options.model or None)
         kwargs = {"model": options.model} if name == "trellis2" and options.model else {}
+        if name == "trellis2":
+            _quiet_weight_loading()
         try:
             self.generator = load_generator(name, **kwargs)
         except (BackendUnavailable, ModelLoadError) as e:
