@@ -55,10 +55,10 @@ class Project:
         self.watchers: list[Watcher] = []
         self.sources: dict[Path, tuple[str, int]] = {}
 
-    def start(self, **config) -> Watcher:
+    def start(self, observe: bool = True, **config) -> Watcher:
         cfg = dict(options=FAST, settle_s=0.2, incomplete_timeout_s=2.0, retry_base_s=0.2)
         cfg.update(config)
-        w = Watcher(self.layout, WatchConfig(**cfg)).start()
+        w = Watcher(self.layout, WatchConfig(**cfg)).start(observe=observe)
         self.watchers.append(w)
         return w
 
@@ -461,6 +461,22 @@ def test_polling_observer(project):
     p.start(polling=True)
     p.drop("polled.png", png(26))
     assert p.wait_state("polled.png", timeout=60)["state"] == "done"
+
+
+def test_rescan_catches_what_no_event_reported(project):
+    """No observer at all: the periodic stat-only re-scan alone finds new, changed and deleted images."""
+    p = project("unity")
+    w = p.start(observe=False, rescan_s=0.3)
+    p.drop("a.png", png(30))
+    first = p.wait_state("a.png", timeout=30)
+    assert first["state"] == "done"
+    p.drop("a.png", png(31))                                   # changed
+    wait_for(lambda: p.status("a.png").get("source_sha256") == sha(png(31)) and
+             p.status("a.png")["state"] == "done", 30, "the changed image to be remade")
+    (p.layout.drop / "a.png").unlink()                         # deleted
+    wait_for(lambda: p.status("a.png").get("source_deleted"), 30, "the deletion to be noticed")
+    time.sleep(1.0)                                            # several re-scans: nothing more happens
+    assert [r["kind"] for r in p.runs(w, "a.png")] == ["generated", "generated"]
 
 
 def test_second_watcher_on_same_project_is_refused(project):

@@ -40,6 +40,9 @@ def add_parser(subparsers) -> None:
                    help="deleting a source image also deletes its GLB (default: outputs are kept)")
     p.add_argument("--polling", action="store_true",
                    help="poll the folder instead of OS events (network drives, container mounts)")
+    p.add_argument("--rescan", type=float, default=30.0, metavar="SECONDS",
+                   help="also re-scan the drop folder (stat only) this often, for events the OS "
+                        "dropped; 0 = never (default 30)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every decision")
     p.set_defaults(func=run)
 
@@ -66,11 +69,12 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname).1s %(message)s", datefmt="%H:%M:%S")
-    if args.retries < 1 or args.workers < 0 or args.settle < 0:
-        raise InputError("--retries must be >= 1, --workers >= 0 and --settle >= 0")
+    if args.retries < 1 or args.workers < 0 or args.settle < 0 or args.rescan < 0:
+        raise InputError("--retries must be >= 1; --workers, --settle and --rescan >= 0")
     layout = project_layout(args.project, args.engine)
     config = WatchConfig(options=base_options(args), workers=args.workers, settle_s=args.settle,
-                         max_attempts=args.retries, delete_outputs=args.delete_outputs, polling=args.polling)
+                         max_attempts=args.retries, delete_outputs=args.delete_outputs, polling=args.polling,
+                         rescan_s=args.rescan)
     runner = None
     if args.server:
         from propforge_server.watch import RemoteRunner

@@ -47,6 +47,7 @@ class WatchConfig:
     delete_outputs: bool = False       # deleting a source also deletes its GLB (off: outputs are kept)
     polling: bool = False              # stat-polling observer (network drives, container mounts)
     progress_interval_s: float = 0.5   # least time between two "running" status writes
+    rescan_s: float = 30.0             # light re-scan (stat only) for events the OS dropped; 0 = never
 
 
 @dataclass
@@ -80,6 +81,8 @@ class Watcher:
         self._observer = None
         self._key_locks: dict[tuple[str, str], threading.Lock] = {}
         self._ignored: set[str] = set()
+        self._decided: dict[str, tuple[int, int]] = {}   # rel -> (size, mtime_ns) it was last decided on
+        self._next_rescan = 0.0
 
     # ---------------------------------------------------------------- lifecycle
     def start(self, observe: bool = True) -> "Watcher":
@@ -272,7 +275,14 @@ class Watcher:
 
     # ---------------------------------------------------------------- scheduler
     def _scheduler_loop(self) -> None:
+        self._next_rescan = time.time() + self.config.rescan_s
         while not self._stopping.is_set():
+            if self.config.rescan_s > 0 and time.time() >= self._next_rescan:
+                self._next_rescan = time.time() + self.config.rescan_s
+                try:
+                    self._rescan()
+                except Exception:
+                    log.exception("re-scan of the drop folder failed")
             with self._cv:
                 now = time.time()
                 while self._retries and self._retries[0][0] <= now:
@@ -299,7 +309,33 @@ class Watcher:
                 if self._retries:
                     due = max(0.0, self._retries[0][0] - time.time())
                     wait = due if wait is None else min(wait, due)
+                if self.config.rescan_s > 0:
+                    due = max(0.0, self._next_rescan - time.time())
+                    wait = due if wait is None else min(wait, due)
                 self._cv.wait(wait if wait is not None else 1.0)
+
+    def _rescan(self) -> None:
+        """Catch what the OS did not report (event queue overflow, network shares): images whose
+        (size, mtime) differs from what was last decided, and sources that disappeared. Stat only."""
+        for dirpath, dirnames, filenames in os.walk(self.layout.drop):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in filenames:
+                if not intake.is_image_name(name):
+                    continue
+                path = Path(dirpath) / name
+                try:
+                    st = path.stat()
+                except OSError:
+                    continue
+                rel = self.layout.rel_source(path)
+                if self._decided.get(rel) != (st.st_size, st.st_mtime_ns):
+                    with self._cv:
+                        busy = rel in self._pending or rel in self._queued or rel in self._running
+                    if not busy:
+                        self._touch(rel)
+        for row in self.db.all() if self.db else []:
+            if not self.layout.source_path(row.source).exists():
+                self._source_removed(row.source)
 
     def _check_pending(self, rel: str, entry: _Pending) -> None:
         """Hand a pending file on once it is unchanged for ``settle_s`` and looks complete."""
@@ -337,6 +373,7 @@ class Watcher:
             return
         with self._cv:
             self._pending.pop(rel, None)
+        self._decided[rel] = sig
         self._decide(rel, data)
 
     def _sidecars_changed_at(self, rel: str, now: float) -> float:
