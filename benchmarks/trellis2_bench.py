@@ -53,6 +53,35 @@ def environment() -> dict:
     return env
 
 
+def sdpa_microbench(lengths: tuple[int, ...] = (8192, 32768)) -> dict:
+    """Self-attention [1, 12, T, 128] bf16 per SDPA backend (ms, median of 10): which kernel to prefer."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    out: dict = {}
+    for t in lengths:
+        q, k, v = (torch.randn(1, 12, t, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+        flops = 4 * 12 * t * t * 128
+        for name, be in (("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION),
+                         ("efficient", SDPBackend.EFFICIENT_ATTENTION), ("default", None)):
+            try:
+                def call():
+                    if be is None:
+                        return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+                    with sdpa_kernel(be):
+                        return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+                for _ in range(3):
+                    call()
+                times = []
+                for _ in range(10):
+                    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    a.record(); call(); b.record(); torch.cuda.synchronize()
+                    times.append(a.elapsed_time(b))
+                ms = sorted(times)[len(times) // 2]
+                out[f"T{t}_{name}"] = {"ms": round(ms, 3), "tflops": round(flops / ms / 1e9, 1)}
+            except Exception as e:  # noqa: BLE001 - a backend may not support this shape/card
+                out[f"T{t}_{name}"] = f"unavailable: {type(e).__name__}"
+    return out
+
+
 def emit(path: Path | None, record: dict) -> None:
     line = json.dumps(record)
     print(line, flush=True)
@@ -71,12 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", default=None, help="native (GPU default) or float32")
     ap.add_argument("--ss-tokens", type=int, default=None, help="with --make: target 32³ structure tokens")
     ap.add_argument("--json", type=Path, default=None, help="append JSON lines here")
+    ap.add_argument("--no-microbench", action="store_true", help="skip the SDPA backend comparison (GPU)")
     args = ap.parse_args(argv)
 
     from propforge.trellis2.pipeline import Trellis2Pipeline
     from propforge.trellis2.tiny import write_checkpoint
 
     emit(args.json, {"env": environment()})
+    if torch.cuda.is_available() and not args.no_microbench:
+        emit(args.json, {"sdpa_self_attention": sdpa_microbench()})
     model = args.model
     if args.make:
         t = time.perf_counter()

@@ -7,8 +7,9 @@ only when the image has no usable alpha. ``DinoV3Conditioner`` walks the transfo
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -81,8 +82,9 @@ class BiRefNetRemover:
                  offline: bool = False) -> None:
         try:
             from transformers import AutoModelForImageSegmentation
-            self.model = AutoModelForImageSegmentation.from_pretrained(
-                model_name, trust_remote_code=True, cache_dir=cache_dir, local_files_only=offline)
+            with _quiet_transformers():
+                self.model = AutoModelForImageSegmentation.from_pretrained(
+                    model_name, trust_remote_code=True, cache_dir=cache_dir, local_files_only=offline)
         except Exception as e:  # transformers raises OSError/ValueError/ImportError for missing weights or code
             raise ModelLoadError(f"background remover {model_name!r} cannot be loaded"
                                  f"{' offline' if offline else ''}: {type(e).__name__}: {str(e).strip().rstrip('.')}. "
@@ -119,6 +121,19 @@ def image_pixels(images: list[Image.Image], size: int) -> torch.Tensor:
     return normalize(x, IMAGENET_MEAN, IMAGENET_STD)
 
 
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """No 'Loading weights' progress bar on the CLI's stderr while a model loads."""
+    from transformers.utils import logging as tlog
+    was = tlog.is_progress_bar_enabled()
+    tlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            tlog.enable_progress_bar()
+
+
 def _layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     """The transformer layer list: ``model.layer`` (transformers 4.x) or ``model.model.layer`` (5.x)."""
     layers = getattr(model, "layer", None)
@@ -136,8 +151,9 @@ class DinoV3Conditioner:
                  cache_dir: str | None = None, offline: bool = False) -> None:
         try:
             from transformers import DINOv3ViTModel
-            self.model = DINOv3ViTModel.from_pretrained(str(model_dir), dtype=torch.float32, cache_dir=cache_dir,
-                                                        local_files_only=offline, attn_implementation="sdpa")
+            with _quiet_transformers():
+                self.model = DINOv3ViTModel.from_pretrained(str(model_dir), dtype=torch.float32, cache_dir=cache_dir,
+                                                            local_files_only=offline, attn_implementation="sdpa")
         except Exception as e:  # missing files, gated repo, offline cache miss
             raise ModelLoadError(f"image encoder {str(model_dir)!r} cannot be loaded"
                                  f"{' offline' if offline else ''}: {type(e).__name__}: {e}") from e

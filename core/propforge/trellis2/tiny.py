@@ -164,7 +164,9 @@ def write_dino(path: Path, sizes: dict[str, int], seed: int) -> None:
                           num_register_tokens=4, layerscale_value=1.0, query_bias=True, key_bias=False,
                           value_bias=True, proj_bias=True, mlp_bias=True, use_gated_mlp=False,
                           pos_embed_rescale=2.0, **sizes)
-    DINOv3ViTModel(cfg).eval().save_pretrained(str(path))
+    from .conditioning import _quiet_transformers
+    with _quiet_transformers():
+        DINOv3ViTModel(cfg).eval().save_pretrained(str(path))
 
 
 def calibrate_structure(root: Path, target_tokens: int, device: torch.device, seed: int = 0) -> float:
