@@ -100,6 +100,9 @@ def test_pixel_limit_is_configurable(monkeypatch):
     monkeypatch.setenv("PROPFORGE_MAX_IMAGE_PIXELS", "100000")
     with pytest.raises(InputError, match="400x300"):
         load_image(ok)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
+    with pytest.raises(InputError, match="120 megapixels; the limit is 100"):   # above the default 64
+        load_image(bomb_png(12000, 10000), max_pixels=100_000_000)
     monkeypatch.setenv("PROPFORGE_MAX_IMAGE_PIXELS", "lots")
     with pytest.raises(InputError, match="PROPFORGE_MAX_IMAGE_PIXELS"):
         load_image(ok)

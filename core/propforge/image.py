@@ -93,6 +93,9 @@ def _bomb_error(name: str, err: Exception, max_pixels: int | None) -> InputError
 
 def _open_checked(data: bytes, name: str, max_pixels: int | None) -> Image.Image:
     """Open from the header only, check the size, then decode (first frame of animations)."""
+    limit = max_pixels if max_pixels is not None else max_pixels_default()
+    if limit > (Image.MAX_IMAGE_PIXELS or 0) and Image.MAX_IMAGE_PIXELS is not None:
+        Image.MAX_IMAGE_PIXELS = limit       # a deliberately raised limit; we check sizes ourselves first
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
