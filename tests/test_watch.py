@@ -454,6 +454,15 @@ def test_delete_outputs_when_configured(project):
     wait_for(lambda: not out.exists(), 20, "the output to be removed")
     wait_for(lambda: not out.with_name("a.glb.meta").exists() and not out.with_name("a.glb.status.json").exists(),
              20, "meta and status to be removed")
+    # a whole folder moved out of the drop folder (to the trash, say)
+    p.drop("set/b.png", png(32))
+    p.drop("set/c.png", png(33))
+    p.wait_state("set/b.png")
+    p.wait_state("set/c.png")
+    (p.layout.drop / "set").rename(p.layout.root / "trash")
+    wait_for(lambda: not p.out("set/b.png").exists() and not p.out("set/c.png").exists(), 20,
+             "the folder's outputs to be removed")
+    assert sorted(x.name for x in (p.layout.root / "trash").iterdir()) == ["b.png", "c.png"]   # sources intact
 
 
 def test_polling_observer(project):
