@@ -214,8 +214,10 @@ def tma_ok(feats: torch.Tensor, weight: torch.Tensor, config: dict | None = None
 
 
 def use_tma(feats: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Default: TMA on Hopper+ GPUs where ``tma_ok`` holds, unless PROPFORGE_SPARSE_TMA=0."""
+    """Default: TMA weight tiles on Hopper+ for Ci >= 128 where ``tma_ok`` holds (measured on an H200:
+    3-6 % faster from 128 channels up, slower at 64 on small sets); PROPFORGE_SPARSE_TMA=0 disables."""
     import os
     if os.environ.get("PROPFORGE_SPARSE_TMA", "1") == "0" or interpreting() or not feats.is_cuda:
         return False
-    return torch.cuda.get_device_capability(feats.device)[0] >= 9 and tma_ok(feats, weight)
+    return (feats.shape[1] >= 128 and torch.cuda.get_device_capability(feats.device)[0] >= 9
+            and tma_ok(feats, weight))
