@@ -278,3 +278,24 @@ def test_unwrap_methods_keep_faces_and_density(method):
     density = uv_area.sum() / area.sum()
     ratio = (uv_area / np.maximum(area, 1e-12))[area > np.median(area) * 0.5] / density
     assert np.percentile(ratio, 5) > 0.3 and np.percentile(ratio, 95) < 2.0   # stretch stays bounded
+
+
+def test_texel_projection_lands_on_the_reference_surface():
+    from propforge.bake import prepare_reference, project_to_surface, project_via_voxels
+    ov = sphere_ov(r=64, radius=0.3)
+    raw = ovoxel_to_mesh(ov)
+    v, f, src = clean_mesh(raw.vertices, raw.faces, weld=False, return_source=True)
+    np.testing.assert_array_equal(v, raw.vertices[src])                 # source map is exact
+    ref = prepare_reference(ov, v, f, src)
+    rng = np.random.default_rng(4)
+    d = rng.normal(size=(4000, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    off = rng.uniform(-1.0, 1.0, (4000, 1)) / 64                         # up to a voxel off the surface
+    pts = d * (0.3 + off)
+    pts[:50] = d[:50] * 0.45                                            # 9 voxels out: k-d tree fallback
+    for proj in (project_via_voxels(ov, pts, ref), project_to_surface(pts, ref.vertices, ref.normals, ref.tree)):
+        err = np.abs(np.linalg.norm(proj, axis=1) - 0.3) * 64            # in voxels
+        assert np.percentile(err[50:], 99) < 0.1 and err[50:].max() < 0.25
+        assert err[:50].max() < 1.5                                      # far points: brought to the surface
+        cos = np.einsum("ij,ij->i", proj / np.linalg.norm(proj, axis=1, keepdims=True), d)
+        assert cos[50:].min() > 0.999                                    # moved along the normal only

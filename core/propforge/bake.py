@@ -254,20 +254,81 @@ def quantize(values: np.ndarray) -> np.ndarray:
 class ReferenceSurface:
     """What texel re-projection and sampling need from the dense pre-decimation surface.
 
-    Built once per export (in the background while the decimated mesh is unwrapped).
+    Built once per export (in the background while the decimated mesh is unwrapped). Each voxel
+    row knows its reference vertex and normal (the dual grid has one vertex per voxel), so a texel
+    finds a nearby surface point through the same O(1) voxel look-ups the sampler uses; the k-d tree
+    over the reference vertices is only built for texels with no surface voxel around them.
     """
 
     vertices: np.ndarray
     normals: np.ndarray
-    tree: cKDTree
     index: BlockIndex
+    voxel_vertex: np.ndarray        # float64 [N + 1, 3]; last row for "no voxel"
+    voxel_normal: np.ndarray        # float64 [N + 1, 3]; zero where the voxel has no reference vertex
+    _tree: cKDTree | None = None
+
+    @property
+    def tree(self) -> cKDTree:
+        if self._tree is None:
+            self._tree = cKDTree(self.vertices)
+        return self._tree
 
 
-def prepare_reference(ov: OVoxel, vertices: np.ndarray, faces: np.ndarray) -> ReferenceSurface:
+def prepare_reference(ov: OVoxel, vertices: np.ndarray, faces: np.ndarray,
+                      voxel_of_vertex: np.ndarray | None = None) -> ReferenceSurface:
+    """``voxel_of_vertex``: O-Voxel row of each reference vertex (-1 for added ones), if known."""
     from .mesh.cleanup import vertex_normals
 
-    return ReferenceSurface(vertices, vertex_normals(vertices, faces), cKDTree(vertices),
-                            BlockIndex(ov.coords, ov.resolution))
+    normals = vertex_normals(vertices, faces)
+    n = ov.num_voxels
+    vv = np.zeros((n + 1, 3))
+    vn = np.zeros((n + 1, 3))
+    if voxel_of_vertex is not None:
+        ok = (voxel_of_vertex >= 0) & (voxel_of_vertex < n)
+        vv[voxel_of_vertex[ok]] = vertices[ok]
+        vn[voxel_of_vertex[ok]] = normals[ok]
+    return ReferenceSurface(vertices, normals, BlockIndex(ov.coords, ov.resolution), vv, vn)
+
+
+def project_via_voxels(ov: OVoxel, points: np.ndarray, ref: ReferenceSurface,
+                       chunk: int = 1 << 18) -> np.ndarray:
+    """Tangent-plane projection through the closest-centre surface voxel among the 8 around each
+    point; points with none fall back to the k-d tree (``project_to_surface``)."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    out = pts.copy()
+    missing = np.zeros(len(pts), dtype=bool)
+    a_min = ov.aabb[0].astype(np.float64)
+    voxel = (ov.aabb[1] - ov.aabb[0]).astype(np.float64) / ov.resolution
+    has_normal = np.concatenate([(ref.voxel_normal[:-1] ** 2).sum(1) > 0, [False]])
+    r, index = ov.resolution, ref.index
+
+    def run(s: int) -> None:
+        p = pts[s:s + chunk]
+        q = np.clip((p - a_min) / voxel, -0.5, r + 0.5)
+        base = np.floor(q - 0.5)
+        frac = q - (base + 0.5)
+        base = base.astype(np.int64)
+        keys = [[index.axis_keys(base[:, i] + d, i) for d in (0, 1)] for i in range(3)]
+        wts = [[1.0 - frac[:, i], frac[:, i]] for i in range(3)]
+        best_w = np.full(len(p), -1.0)
+        best = np.full(len(p), -1, dtype=np.int64)
+        for k in range(8):
+            dx, dy, dz = (k >> 2) & 1, (k >> 1) & 1, k & 1
+            (bx, lx), (by, ly), (bz, lz) = keys[0][dx], keys[1][dy], keys[2][dz]
+            rows = index.lookup_parts(bx, lx, by, ly, bz, lz)
+            w = np.where(has_normal[rows], wts[0][dx] * wts[1][dy] * wts[2][dz], -1.0)
+            better = w > best_w
+            best_w = np.where(better, w, best_w)
+            best = np.where(better, rows, best)
+        n = ref.voxel_normal[best]
+        d = ((p - ref.voxel_vertex[best]) * n).sum(1, keepdims=True)
+        out[s:s + chunk] = p - d * n
+        missing[s:s + chunk] = best_w < 0
+
+    parallel_chunks(run, range(0, len(pts), chunk))
+    if missing.any():
+        out[missing] = project_to_surface(pts[missing], ref.vertices, ref.normals, ref.tree)
+    return out
 
 
 def bake_textures(ov: OVoxel, vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray,
@@ -282,7 +343,7 @@ def bake_textures(ov: OVoxel, vertices: np.ndarray, faces: np.ndarray, uvs: np.n
     a = tri[:, 0]
     e1, e2 = tri[:, 1] - a, tri[:, 2] - a
     pos = (a[fid] + l12[:, :1] * e1[fid] + l12[:, 1:] * e2[fid]).astype(np.float64)
-    pos = project_to_surface(pos, reference.vertices, reference.normals, reference.tree)
+    pos = project_via_voxels(ov, pos, reference)
     attrs = sample_trilinear(ov, pos, reference.index)
     dense = np.zeros((size * size, attrs.shape[1]), np.float32)
     dense[texels] = attrs

@@ -68,12 +68,13 @@ def export_glb(generation: Generation, options: ExportOptions | None = None, pat
     plan("mesh", 0.0, message=f"extracting the surface of {ov.num_voxels} voxels")
     raw = ovoxel_to_mesh(ov)
     lap("dual_grid")
-    ref_v, ref_f = clean_mesh(raw.vertices, raw.faces, extent=extent, weld=False)  # one vertex per voxel
+    # the dual grid has one vertex per voxel: no welding, and reference vertex -> voxel row is known
+    ref_v, ref_f, ref_voxel = clean_mesh(raw.vertices, raw.faces, extent=extent, weld=False, return_source=True)
     lap("cleanup")
     if len(ref_f) == 0:
         raise InputError("nothing to export: the O-Voxel's surface has no faces after clean-up")
     with ThreadPoolExecutor(1) as pool:     # reference normals, k-d tree, voxel index: overlap with xatlas
-        reference = pool.submit(prepare_reference, ov, ref_v, ref_f)
+        reference = pool.submit(prepare_reference, ov, ref_v, ref_f, ref_voxel)
         plan("mesh", 0.5, message=f"decimating {len(ref_f)} faces to at most {options.faces}")
         v, f = decimate(ref_v, ref_f, options.faces, extent=extent)
         lap("decimate")

@@ -81,19 +81,26 @@ def face_normals(vertices: np.ndarray, faces: np.ndarray, unit: bool = True) -> 
 def merge_duplicate_vertices(vertices: np.ndarray, faces: np.ndarray,
                              rel_tol: float = 2.0 ** -21) -> tuple[np.ndarray, np.ndarray]:
     """Weld vertices that coincide up to ``rel_tol`` of the mesh extent (first occurrence wins)."""
+    v, f, _ = _weld(vertices, faces, rel_tol)
+    return v, f
+
+
+def _weld(vertices: np.ndarray, faces: np.ndarray, rel_tol: float = 2.0 ** -21
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """merge_duplicate_vertices plus the kept input index of each output vertex."""
     if len(vertices) == 0:
-        return vertices, faces
+        return vertices, faces, np.arange(0)
     lo = vertices.min(0)
     step = max(float((vertices.max(0) - lo).max()) * rel_tol, 1e-30)
     q = np.floor((vertices - lo) / step).astype(np.int64)
     key = (q[:, 0] * (int(q[:, 1].max()) + 1) + q[:, 1]) * (int(q[:, 2].max()) + 1) + q[:, 2]
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     if len(first) == len(vertices):
-        return vertices, faces
+        return vertices, faces, np.arange(len(vertices))
     keep = np.sort(first)
     remap = np.empty(len(first), dtype=np.int64)
     remap[np.argsort(first)] = np.arange(len(first))  # unique id -> position in `keep`
-    return vertices[keep], remap[inverse][faces].astype(faces.dtype)
+    return vertices[keep], remap[inverse][faces].astype(faces.dtype), keep
 
 
 def nondegenerate(vertices: np.ndarray, faces: np.ndarray, n2: np.ndarray | None = None) -> np.ndarray:
@@ -262,26 +269,30 @@ def fill_small_holes(vertices: np.ndarray, faces: np.ndarray, topo: EdgeTopology
 
 def clean_mesh(vertices: np.ndarray, faces: np.ndarray, hole_perimeter: float = HOLE_PERIMETER,
                min_component_area: float = MIN_COMPONENT_AREA, extent: float | None = None,
-               weld: bool = True) -> tuple[np.ndarray, np.ndarray]:
+               weld: bool = True, return_source: bool = False):
     """The whole clean-up; thresholds are on the unit box and scale with ``extent`` (default: bbox).
 
     One edge sort serves orientation, component removal and hole filling; duplicate faces (which
     make edges non-manifold) are only searched for when the edge counts show some. ``weld=False``
     skips vertex welding for meshes known to have unique vertices (the dual grid: one per voxel).
+    Returns (vertices, faces), plus with ``return_source`` the input index of each output vertex
+    (-1 for hole-fan centres).
     """
     v = np.asarray(vertices, dtype=np.float32).reshape(-1, 3)
     f = np.asarray(faces, dtype=np.int32).reshape(-1, 3)
+    src = np.arange(len(v))
+    empty = (v[:0], f[:0], src[:0]) if return_source else (v[:0], f[:0])
     if len(f) == 0:
-        return v[:0], f
+        return empty
     if extent is None:
         extent = float((v.max(0) - v.min(0)).max()) or 1.0
     if weld:
-        v, f = merge_duplicate_vertices(v, f)
+        v, f, src = _weld(v, f)
     n2 = face_normals(v, f, unit=False)
     keep = nondegenerate(v, f, n2)
     f, n2 = f[keep], n2[keep]
     if len(f) == 0:
-        return v[:0], f
+        return empty
     topo = edge_topology(f)
     if topo.count.max() > 2:
         keep = unique_faces(f)
@@ -297,6 +308,7 @@ def clean_mesh(vertices: np.ndarray, faces: np.ndarray, hole_perimeter: float = 
         f, n2, comp = f[~small], n2[~small], comp[~small]
         topo = subset_topology(topo, ~small)
     v, fan, touched = fill_small_holes(v, f, topo, hole_perimeter * extent)
+    src = np.concatenate([src, np.full(len(v) - len(src), -1)])
     if len(fan):
         fan_n2 = face_normals(v, fan, unit=False)
         ok = nondegenerate(v, fan, fan_n2)
@@ -304,8 +316,8 @@ def clean_mesh(vertices: np.ndarray, faces: np.ndarray, hole_perimeter: float = 
         n2 = np.concatenate([n2, fan_n2[ok]])
         comp = np.concatenate([comp, comp[touched[ok]]])
     f = orient_outward(v, f, comp, n2)
-    v, f, _ = remove_unreferenced_vertices(v, f)
-    return v, f
+    v, f, kept = remove_unreferenced_vertices(v, f)
+    return (v, f, src[kept]) if return_source else (v, f)
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
