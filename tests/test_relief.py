@@ -196,6 +196,10 @@ def test_bad_inputs():
         gen.generate(make_cutout(64), colour="blue")
     with pytest.raises(InputError, match="thickness"):
         gen.generate(make_cutout(64), thickness=0)
+    line = np.zeros((40, 1000, 4), np.uint8)
+    line[19, 10:990] = (255, 0, 0, 255)                  # 1 px tall: under a voxel after fitting
+    with pytest.raises(InputError, match="too thin or small"):
+        gen.generate(Image.fromarray(line, "RGBA"), resolution=RES)
     with pytest.raises(InputError, match="PIL image"):
         gen.generate(np.zeros((64, 64, 4)))
 

@@ -135,6 +135,9 @@ def height_field(alpha: np.ndarray, params: ReliefParams) -> tuple[np.ndarray, n
     """(signed distance, half-thickness H, nearest-inside index) on the canvas, in cube units."""
     n = alpha.shape[0]
     inside = alpha >= 0.5
+    if inside.sum() < 4:
+        raise InputError(f"the object is too thin or small to inflate at {params.resolution}^3 voxels "
+                         "(it covers less than a voxel); use a larger or bolder image")
     sd_px, nearest = signed_distance_2d(inside)
     sd = ndimage.gaussian_filter(sd_px, 0.6) / n
     # Poisson inflation on a coarser grid, then back up to the canvas
