@@ -291,3 +291,32 @@ def test_ready_only_after_every_worker_loaded_its_model(tmp_path: Path) -> None:
     finally:
         worker.loaded.set()
         mgr.stop()
+
+
+def test_store_transaction_is_all_or_nothing(tmp_path: Path) -> None:
+    """A state change and its event commit together: never a SUCCEEDED row without its 'finished' event."""
+    from propforge_server.store import Event
+
+    store = SQLiteJobStore(tmp_path)
+    store.insert_job(JobRecord(id="ab12", state="running", options={}, backend="relief", image_sha256="0"))
+    with pytest.raises(OSError, match="disk full"):
+        with store.transaction():
+            store.update_job("ab12", state="succeeded")
+            store.append_events([Event(1, "ab12", time.time(), "finished", {})])   # nested: joins the outer
+            raise OSError("disk full")
+    assert store.get_job("ab12").state == "running" and store.events_after("ab12", 0) == []
+    with store.transaction():
+        store.update_job("ab12", state="succeeded")
+        store.append_events([Event(1, "ab12", time.time(), "finished", {})])
+    assert store.get_job("ab12").state == "succeeded" and store.last_sequence("ab12") == 1
+
+
+def test_watching_a_finished_job_replays_and_stops(tmp_path: Path) -> None:
+    mgr = make_manager(tmp_path, GatedWorker(open_gate=True))
+    try:
+        job = mgr.submit(png(), GenerateOptions())
+        wait_state(mgr, job.id, "succeeded")
+        assert [e.kind for e in mgr.iter_events(job.id, after=1, timeout=0.5)][-1] == "finished"
+        assert list(mgr.iter_events(job.id, after=10_000, timeout=0.5)) == []   # no wait, no TimeoutError
+    finally:
+        mgr.stop()

@@ -334,7 +334,10 @@ class JobManager:
 
     async def watch(self, job_id: str, after: int = 0, keepalive: float | None = None) -> AsyncIterator[Event | None]:
         """Events with sequence > ``after`` until the terminal one; ``None`` every ``keepalive`` idle seconds."""
-        self.get(job_id)
+        if self.get(job_id).terminal:  # nothing more will come: replay and stop (never wait on a finished job)
+            for ev in self.store.events_after(job_id, after):
+                yield ev
+            return
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
 
@@ -362,6 +365,9 @@ class JobManager:
 
     def iter_events(self, job_id: str, after: int = 0, timeout: float | None = None) -> Iterator[Event]:
         """Blocking form of ``watch`` for threads; stops at the terminal event or after ``timeout`` idle s."""
+        if self.get(job_id).terminal:
+            yield from self.store.events_after(job_id, after)
+            return
         wake = threading.Event()
         unsubscribe = self.subscribe(job_id, lambda _: wake.set())
         try:
@@ -421,7 +427,7 @@ class JobManager:
         job.state, job.cached, job.result_sha256, job.result_size = SUCCEEDED, True, sha, size
         job.started_at = job.finished_at = now
         job.fraction, job.stage = 1.0, "cached"
-        with self._lock:
+        with self._lock, self.store.transaction():  # the job and its one event land together
             self.store.insert_job(job)
             self._seq[job.id] = 0
             self._cache_hits += 1
@@ -457,16 +463,17 @@ class JobManager:
             return
         job.state, job.finished_at, job.error, job.error_code = state, time.time(), error, code
         job.queue_position = 0
-        self.store.update_job(job.id, state=state, finished_at=job.finished_at, error=error, error_code=code,
-                              stage=job.stage, fraction=job.fraction, result_sha256=job.result_sha256,
-                              result_size=job.result_size)
+        with self.store.transaction():  # terminal state and terminal event commit together
+            self.store.update_job(job.id, state=state, finished_at=job.finished_at, error=error, error_code=code,
+                                  stage=job.stage, fraction=job.fraction, result_sha256=job.result_sha256,
+                                  result_size=job.result_size)
+            self._emit(job.id, kind, data)
         if job.id in self._queue:
             self._queue.remove(job.id)
             self._update_positions()
         self._finished[state] += 1
         log.info("job %s %s%s", job.id, state, f" ({code}: {error})" if error else
                  f" in {job.finished_at - job.started_at:.2f} s" if job.started_at else "")
-        self._emit(job.id, kind, data)
         self._jobs.pop(job.id, None)
         self._events.pop(job.id, None)
         self._seq.pop(job.id, None)
@@ -509,12 +516,13 @@ class JobManager:
                     self._fail(job, "input image is missing from the store; submit the job again", "DATA_LOSS")
                 else:
                     job.state, job.stage, job.fraction = QUEUED, "", 0.0
-                    self.store.update_job(job.id, state=QUEUED, stage="", fraction=0.0)
                     self._queue.append(job.id)
                     job.queue_position = len(self._queue)
                     msg = "re-queued: the server stopped while this job was running" if interrupted else \
                         "still queued after a server restart"
-                    self._emit(job.id, "queued", {"position": job.queue_position, "message": msg})
+                    with self.store.transaction():
+                        self.store.update_job(job.id, state=QUEUED, stage="", fraction=0.0)
+                        self._emit(job.id, "queued", {"position": job.queue_position, "message": msg})
 
     def _next_job(self) -> _Running | None:
         with self._cv:
@@ -598,8 +606,9 @@ class JobManager:
             if run.kind is _Shutdown:
                 job.attempts -= 1  # a clean shutdown does not count as a crash
                 job.state, job.stage, job.fraction = QUEUED, "", 0.0
-                self.store.update_job(job.id, state=QUEUED, stage="", fraction=0.0, attempts=job.attempts)
-                self._emit(job.id, "queued", {"position": 1, "message": run.reason})
+                with self.store.transaction():
+                    self.store.update_job(job.id, state=QUEUED, stage="", fraction=0.0, attempts=job.attempts)
+                    self._emit(job.id, "queued", {"position": 1, "message": run.reason})
             elif run.kind is DeadlineExceeded:
                 self._fail(job, run.reason, "DEADLINE_EXCEEDED")
             else:  # a generator raised Cancelled on its own

@@ -12,6 +12,7 @@ import json
 import os
 import sqlite3
 import threading
+from contextlib import contextmanager
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -97,6 +98,9 @@ class JobStore(Protocol):
     def cache_get(self, key: str) -> tuple[str, int] | None: ...
     def cache_put(self, key: str, sha256: str, size: int) -> None: ...
     def purge(self, cutoff: float) -> dict[str, int]: ...
+    def transaction(self) -> Any:
+        """Context manager: the calls inside commit together (a state change and its event)."""
+        ...
 
 
 _JOB_COLUMNS = [f.name for f in fields(JobRecord) if f.name != "queue_position"]
@@ -135,6 +139,7 @@ class SQLiteJobStore:
         (self.root / "images").mkdir(parents=True, exist_ok=True)
         (self.root / "results").mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._depth = 0
         self._db = sqlite3.connect(self.root / "jobs.sqlite3", check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -148,6 +153,28 @@ class SQLiteJobStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All writes inside commit together or not at all; nests (inner blocks join the outer one)."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self._db.execute("BEGIN")
+            self._depth = 1
+            try:
+                yield
+            except BaseException:
+                self._depth = 0
+                self._db.execute("ROLLBACK")
+                raise
+            self._depth = 0
+            self._db.execute("COMMIT")
 
     # -- files ------------------------------------------------------------------------------------
     def put_image(self, sha256: str, data: bytes) -> None:
@@ -212,17 +239,8 @@ class SQLiteJobStore:
     def append_events(self, events: list[Event]) -> None:
         """All or nothing, in one transaction."""
         rows = [(e.job_id, e.sequence, e.time, e.kind, json.dumps(e.data)) for e in events]
-        with self._lock:
-            if len(rows) == 1:
-                self._db.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?)", rows[0])
-                return
-            self._db.execute("BEGIN")
-            try:
-                self._db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", rows)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self.transaction():
+            self._db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", rows)
 
     def events_after(self, job_id: str, after: int) -> list[Event]:
         with self._lock:
@@ -258,15 +276,10 @@ class SQLiteJobStore:
         marks = ", ".join("?" * len(terminal))
         with self._lock:
             old = f"SELECT id FROM jobs WHERE state IN ({marks}) AND finished_at < ?"
-            self._db.execute("BEGIN")
-            try:
+            with self.transaction():
                 self._db.execute(f"DELETE FROM events WHERE job_id IN ({old})", (*terminal, cutoff))
                 jobs = self._db.execute(f"DELETE FROM jobs WHERE id IN ({old})", (*terminal, cutoff)).rowcount
                 cache = self._db.execute("DELETE FROM cache WHERE used_at < ?", (cutoff,)).rowcount
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
             images = {r[0] for r in self._db.execute("SELECT image_sha256 FROM jobs")}
             results = {r[0] for r in self._db.execute("SELECT result_sha256 FROM jobs")}
             results |= {r[0] for r in self._db.execute("SELECT sha256 FROM cache")}
