@@ -247,3 +247,52 @@ def test_real_image(need_real_image):
 def need_real_image():
     from conftest import IMAGES, need_shared
     return need_shared(IMAGES / "04_1c359e94.webp")
+
+
+def _read_glb(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(positions, normals, uvs, base colour texture) as an importer sees them."""
+    import io
+
+    import pygltflib
+
+    g = pygltflib.GLTF2.load_from_bytes(data)
+    blob = g.binary_blob()
+
+    def view(i: int) -> bytes:
+        bv = g.bufferViews[i]
+        return blob[bv.byteOffset or 0:(bv.byteOffset or 0) + bv.byteLength]
+
+    def acc(i: int) -> np.ndarray:
+        a = g.accessors[i]
+        n = {"VEC2": 2, "VEC3": 3}[a.type]
+        return np.frombuffer(view(a.bufferView), np.float32, a.count * n).reshape(a.count, n)
+
+    prim = g.meshes[0].primitives[0]
+    tex = g.materials[prim.material].pbrMetallicRoughness.baseColorTexture.index
+    img = np.asarray(Image.open(io.BytesIO(view(g.images[g.textures[tex].source].bufferView))).convert("RGB"))
+    return acc(prim.attributes.POSITION), acc(prim.attributes.NORMAL), acc(prim.attributes.TEXCOORD_0), img
+
+
+def test_exported_relief_faces_the_viewer_in_engines(ell, assert_valid_glb):
+    """glTF: image up = +Y, image right = +X, the image side faces +Z (towards an engine camera)."""
+    from propforge import ExportOptions, export_glb
+
+    img, g = ell
+    data = export_glb(g, ExportOptions(faces=3000, texture_size=256, height=2.0))
+    assert_valid_glb(data)
+    pos, nrm, uv, tex = _read_glb(data)
+    ext = pos.max(0) - pos.min(0)
+    assert ext[1] == pytest.approx(2.0, rel=1e-3) and pos[:, 1].min() == pytest.approx(0.0, abs=1e-4)
+    assert ext[2] < 0.5 * ext[0]
+    right = pos[:, 0] > pos[:, 0].min() + 0.8 * ext[0]
+    assert (pos[right, 1] < 0.5 * ext[1]).all(), "the L's foot is at the bottom"
+    h, w = tex.shape[:2]
+    texel = tex[np.clip((uv[:, 1] * h).astype(int), 0, h - 1), np.clip((uv[:, 0] * w).astype(int), 0, w - 1)]
+    texel = texel.astype(np.float32) / 255.0
+    front, back = nrm[:, 2] > 0.9, nrm[:, 2] < -0.9
+    assert front.sum() > 20 and back.sum() > 20
+    lum = texel @ np.array([0.2126, 0.7152, 0.0722])
+    assert lum[front].mean() > 1.1 * lum[back].mean(), "the image side is the front, the back is darker"
+    # on the front, red follows +X and green follows -Y, as in the image (conftest.make_cutout)
+    assert np.corrcoef(texel[front, 0], pos[front, 0])[0, 1] > 0.8
+    assert np.corrcoef(texel[front, 1], -pos[front, 1])[0, 1] > 0.8
