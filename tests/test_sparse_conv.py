@@ -105,3 +105,19 @@ def test_conv_rejects_wrong_shapes():
         SparseConv3d(5, 3).double()(x)
     with pytest.raises(InputError, match="kernel_size"):
         SparseConv3d(5, 3, kernel_size=5)
+
+
+def test_empty_voxel_sets_flow_through_conv_and_c2s():
+    from propforge.sparse import channel_to_spatial
+    x = random_sparse([5, 3], 4, seed=4, channels=16, dtype=torch.float32)
+    child, parent = channel_to_spatial(x, torch.zeros(8, 8, dtype=torch.bool))   # every parent vanishes
+    assert len(child) == 0 and parent.numel() == 0 and child.batch_size == 2
+    y = SparseConv3d(2, 3)(child)
+    assert y.feats.shape == (0, 3)
+
+
+def test_conv_is_differentiable_on_the_torch_path():
+    x = random_sparse([40, 30], 5, seed=8, channels=3)
+    conv = SparseConv3d(3, 2).double()
+    feats = x.feats.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda f: conv(x.replace(f)).feats, (feats,), eps=1e-6, atol=1e-6)

@@ -5,7 +5,8 @@ flip); the output keeps the input's voxel set and row order. Weight [Co, 3, 3, 3
 [Co, 27, Ci] uses the neighbour index v of ``neighbors.py``. Accumulation is fp32 for fp16/bf16.
 
 Backends: 'triton' (implicit GEMM over the neighbour map, ``conv_triton.py``) on CUDA, 'torch'
-(vectorised gather-GEMM in row chunks) everywhere. ``PROPFORGE_SPARSE_BACKEND`` forces one.
+(vectorised gather-GEMM in row chunks) everywhere. ``PROPFORGE_SPARSE_BACKEND`` forces one. The
+Triton kernel is forward-only: when autograd needs a graph the torch path runs instead.
 """
 from __future__ import annotations
 
@@ -55,8 +56,10 @@ def sparse_conv3d_torch(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.Te
     for s in range(0, n, step):
         cols = src[idx[s:s + step]].reshape(-1, 27 * ci)
         parts.append(cols @ w if b is None else torch.addmm(b, cols, w))
-    out = torch.cat(parts) if len(parts) != 1 else parts[0]
-    return out.to(feats.dtype) if n else feats.new_zeros(0, co)
+    if not parts:
+        return feats.new_zeros(0, co)
+    out = torch.cat(parts) if len(parts) > 1 else parts[0]
+    return out.to(feats.dtype)
 
 
 def sparse_conv3d(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor,
@@ -70,7 +73,9 @@ def sparse_conv3d(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor,
     if nbr.shape != (feats.shape[0], 27):
         raise InputError(f"neighbour map must be [{feats.shape[0]}, 27], got {tuple(nbr.shape)}")
     backend = backend or conv_backend(feats.device)
-    if backend == "torch" or feats.shape[0] == 0:
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (feats, weight, bias))
+    if backend == "torch" or feats.shape[0] == 0 or needs_grad:   # the Triton kernel has no backward
         return sparse_conv3d_torch(feats, nbr, weight, bias)
     from .conv_triton import sparse_conv3d_triton, triton_available
     if not triton_available():
