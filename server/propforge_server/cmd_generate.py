@@ -265,6 +265,16 @@ class RemoteRunner:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the job; a closed stdout (``propforge generate ... --json | head``) stops it quietly."""
+    try:
+        return _run(args)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)      # keep Python's exit-time flush from failing
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141                                      # 128 + SIGPIPE, as shells report it
+
+
+def _run(args: argparse.Namespace) -> int:
     """Validate everything that can be checked up front, then process the images one by one."""
     from propforge.fileio import write_atomic
     from propforge.image import read_source
@@ -291,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
             msg = one_line(str(e))
             rep.failed(image, msg if msg.startswith(image) else f"{image}: {msg}")
             continue
-        except (KeyboardInterrupt, SystemExit):
+        except (KeyboardInterrupt, SystemExit, BrokenPipeError):
             rep.clear_bar()
             raise
         except Exception as e:  # noqa: BLE001 - a bug on one image must not drop the others
