@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -39,6 +41,7 @@ def propforge_serve(store: Path, token: str = "", workers: int = 1, timeout: flo
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     try:
         ports = _read_ports(proc, timeout)
+        _wait_ready(f"http://127.0.0.1:{ports['http_port']}", proc, timeout)
         yield {"url": f"http://127.0.0.1:{ports['http_port']}", "http_port": ports["http_port"],
                "token": token, "proc": proc}
     finally:
@@ -52,6 +55,20 @@ def propforge_serve(store: Path, token: str = "", workers: int = 1, timeout: flo
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    """Serving is not ready until every worker has loaded its backend (slow on a busy machine)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"propforge serve at {url} did not become ready within {timeout} s")
 
 
 def _read_ports(proc: subprocess.Popen, timeout: float) -> dict:

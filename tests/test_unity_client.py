@@ -76,7 +76,7 @@ def test_console_client_against_real_server(console_exe: Path, tmp_path: Path) -
     work = tmp_path / "project"
     with propforge_serve(tmp_path / "store", token="s3cret", workers=1) as srv:
         result = _run(console_exe, "--server", srv["url"], "--token", "s3cret", "--image", str(image),
-                      "--work", str(work))
+                      "--work", str(work), "--deadline", "300")
         # Independent check of what the C# client claims, straight from the server with urllib.
         req = urllib.request.Request(f"{srv['url']}/v1/jobs/{result['jobId']}",
                                      headers={"Authorization": "Bearer s3cret"})

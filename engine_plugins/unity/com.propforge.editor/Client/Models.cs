@@ -99,6 +99,7 @@ namespace PropForge.Client
         public string ImageSha256 = "";
         public bool Cached;
         public string ImageName = "";
+        public string ErrorCode = "";  // gRPC status name when FAILED
 
         public bool IsTerminal { get { return JobStates.IsTerminal(State); } }
 
@@ -121,6 +122,7 @@ namespace PropForge.Client
             j.ImageSha256 = Json.GetString(d, "imageSha256");
             j.Cached = Json.GetBool(d, "cached");
             j.ImageName = Json.GetString(d, "imageName");
+            j.ErrorCode = Json.GetString(d, "errorCode");
             return j;
         }
     }

@@ -168,6 +168,10 @@ namespace PropForge.Client
                             }
                         }
                     }
+                    // The stream ended without a terminal event after `last`: either a drop, or the job
+                    // finished and its terminal event was seen before (re-attach after a reload).
+                    var job = await GetJobAsync(jobId, ct).ConfigureAwait(false);
+                    if (job.IsTerminal) return TerminalEvent(job, last);
                 }
                 catch (PropForgeException pe)
                 {
@@ -189,6 +193,33 @@ namespace PropForge.Client
                         + (lastError != null ? ": " + lastError.Message : ""), 0, "", lastError);
                 await Task.Delay(Backoff(failures), ct).ConfigureAwait(false);
             }
+        }
+
+        /// <summary>The terminal event a finished job's feed ended with, rebuilt from the Job record.</summary>
+        public static JobEvent TerminalEvent(JobInfo job, long sequence)
+        {
+            var e = new JobEvent();
+            e.JobId = job.Id;
+            e.Sequence = sequence;
+            if (job.State == JobStates.Succeeded)
+            {
+                e.Kind = JobEvent.KindFinished;
+                e.ResultSize = job.ResultSize;
+                e.ResultSha256 = job.ResultSha256;
+                e.Cached = job.Cached;
+                e.Fraction = 1.0;
+            }
+            else if (job.State == JobStates.Failed)
+            {
+                e.Kind = JobEvent.KindFailed;
+                e.Reason = job.Error;
+                e.Code = job.ErrorCode;
+            }
+            else
+            {
+                e.Kind = JobEvent.KindCancelled;
+            }
+            return e;
         }
 
         async Task<int> ReadWithIdleTimeout(Stream stream, byte[] buf, HttpResponseMessage resp, CancellationToken ct)

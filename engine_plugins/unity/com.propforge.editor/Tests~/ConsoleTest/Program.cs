@@ -26,6 +26,18 @@ namespace PropForge.ConsoleTest
         static int Main(string[] args)
         {
             var a = ParseArgs(args);
+            // A hang must fail with a diagnosis, not hit the caller's timeout silently.
+            int deadline = a.ContainsKey("deadline") ? int.Parse(a["deadline"]) : 300;
+            var watchdog = new Thread(() =>
+            {
+                Thread.Sleep(deadline * 1000);
+                Console.WriteLine("FAIL: still running after " + deadline + " s; last step done: " + lastStep);
+                Console.WriteLine("RESULT {\"passed\":false,\"error\":\"timeout\"}");
+                Console.Out.Flush();
+                Environment.Exit(2);
+            });
+            watchdog.IsBackground = true;
+            watchdog.Start();
             try
             {
                 OfflineChecks();
@@ -61,7 +73,11 @@ namespace PropForge.ConsoleTest
             if (!cond) throw new CheckFailed(what);
         }
 
-        static void Ok(string what) { Console.WriteLine("ok: " + what); }
+        static readonly System.Diagnostics.Stopwatch Clock = System.Diagnostics.Stopwatch.StartNew();
+
+        static volatile string lastStep = "(none)";
+
+        static void Ok(string what) { lastStep = what; Console.WriteLine("ok: " + what + " [" + Clock.Elapsed.TotalSeconds.ToString("F1") + " s]"); }
 
         // ------------------------------------------------------------------ offline
 
@@ -249,6 +265,15 @@ namespace PropForge.ConsoleTest
                 await client.WatchAsync(runner.JobId, mid, e => tail.Add(e), ct);
                 Check(tail.Count == events.Count - mid && tail[0].Sequence == mid + 1, "Last-Event-ID resume gives exactly the later events");
                 Ok("event feed: " + events.Count + " events, gap-free, resumable");
+
+                // Re-attach after a domain reload / editor restart, every event already seen: the runner
+                // learns the outcome from the job record and downloads.
+                var again = JobRunner.Attach(client, runner.JobId, events.Count, "crate.png", SmallOptions(7), downloads,
+                    Path.Combine(generated, "crate_reattached.glb"));
+                await again.RunAsync();
+                Check(again.State == RunnerState.Succeeded && again.Download.Sha256 == sha,
+                    "re-attached runner finished the job: " + again.State + " " + again.Error);
+                Ok("re-attach after all events were seen: outcome from GET /v1/jobs/{id}, download verified");
 
                 CheckGlb(output);
                 await CheckResume(client, runner.JobId, downloads, output, size, sha);
