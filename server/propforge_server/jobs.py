@@ -224,14 +224,15 @@ class JobManager:
         with self._cv:
             if len(self._queue) >= self.config.max_queue:
                 raise QueueFull(f"queue is full ({self.config.max_queue} jobs waiting); retry later")
-            self.store.insert_job(job)
+            job.queue_position = len(self._queue) + 1
+            with self.store.transaction():
+                self.store.insert_job(job)
+                self._seq[job.id] = 0
+                first = self._emit(job.id, "queued", {"position": job.queue_position})
             self._jobs[job.id] = job
-            self._events[job.id] = []
-            self._seq[job.id] = 0
+            self._events[job.id] = [first]
             self._queue.append(job.id)
-            job.queue_position = len(self._queue)
             self._submitted[job.backend] += 1
-            self._emit(job.id, "queued", {"position": job.queue_position})
             self._cv.notify()
         log.info("job %s queued at %d: %s, %s", job.id, job.queue_position, job.backend, job.image_name or "(unnamed)")
         return self._copy(job)
