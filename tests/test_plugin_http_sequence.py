@@ -44,7 +44,8 @@ PLUGIN_REQUESTS = [
 PLUGIN_READS = {  # response fields the GDScript reads (ev.get / d.get / headers.get), by file
     "propforge_job.gd": ["id", "sequence", "position", "stage", "step", "total", "fraction", "etaSeconds",
                          "message", "resultSize", "resultSha256", "cached", "reason", "code", "stageStarted",
-                         "content-range", "content-length", "x-content-sha256", "etag"],
+                         "content-range", "content-length", "x-content-sha256", "etag", "state", "error",
+                         "errorCode", "JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED"],
     "dock.gd": ["backends", "available", "name", "defaultBackend"],
     "propforge_client.gd": ["detail", "title"],
 }
@@ -193,6 +194,12 @@ def test_godot_sequence_against_real_server(tmp_path: Path) -> None:
             assert events[-1]["event"] == "finished"
             assert {"queued", "stage_started", "progress"} <= {e["event"] for e in events}
             fin = events[-1]["data"]["finished"]
+            # Re-attached with every event seen: an empty stream, then GET /v1/jobs/{id} gives the outcome.
+            assert await read_events(s, base, job_id, after=len(events)) == []
+            async with s.get(f"{base}/v1/jobs/{job_id}") as r:
+                record = await r.json()
+            assert record["state"] == "JOB_STATE_SUCCEEDED" and record["cached"] is False
+            assert record["resultSize"] == fin["resultSize"] and record["resultSha256"] == fin["resultSha256"]
 
             glb, headers = await download_like_godot(s, base, job_id)
             sha = hashlib.sha256(glb).hexdigest()
@@ -224,6 +231,9 @@ def test_godot_sequence_against_real_server(tmp_path: Path) -> None:
             failed = await read_events(s, base, failing["id"])
             check_event_fields(failed[-1], failing["id"])
             assert failed[-1]["event"] == "failed" and "transparent" in failed[-1]["data"]["failed"]["reason"]
+            async with s.get(f"{base}/v1/jobs/{failing['id']}") as r:
+                record = await r.json()
+            assert record["state"] == "JOB_STATE_FAILED" and "transparent" in record["error"] and record["errorCode"]
 
             # Errors the dock shows verbatim: problem JSON "detail".
             bad = dict(OPTIONS, textureSize=300)

@@ -244,6 +244,8 @@ func _follow(client: Client, id: String, after: int) -> Dictionary:
 		if code == 200:
 			st["progressed"] = false
 			var ev := _read_stream(resp["http"], id, st)
+			if ev.is_empty() and not _flag("abandon"):
+				ev = _terminal_from_job(client, id, int(st["after"]))
 			if not ev.is_empty():
 				return ev
 			if bool(st["progressed"]):
@@ -296,6 +298,34 @@ func _read_stream(http: HTTPClient, id: String, st: Dictionary) -> Dictionary:
 				break
 	http.close()
 	return result
+
+
+## A stream that ends without a terminal event: a drop, or the job ended and its terminal event
+## was seen before (re-attached after an editor restart). GET /v1/jobs/{id} tells which.
+func _terminal_from_job(client: Client, id: String, after: int) -> Dictionary:
+	var r := client.request_json(HTTPClient.METHOD_GET, "/v1/jobs/%s" % id.uri_encode())
+	if r.has("error"):
+		return {}
+	var job: Dictionary = r["json"]
+	var ev := {}
+	match str(job.get("state", "")):
+		"JOB_STATE_SUCCEEDED":
+			ev = {
+				"kind": "finished",
+				"resultSize": job.get("resultSize", "0"),
+				"resultSha256": job.get("resultSha256", ""),
+				"cached": job.get("cached", false),
+			}
+		"JOB_STATE_FAILED":
+			ev = {
+				"kind": "failed", "reason": job.get("error", ""), "code": job.get("errorCode", "")
+			}
+		"JOB_STATE_CANCELLED":
+			ev = {"kind": "cancelled"}
+	if not ev.is_empty():
+		ev["sequence"] = after
+		_post({"type": "event", "event": ev})
+	return ev
 
 
 ## An SSE frame -> flat event dictionary (kind, sequence and the fields of its oneof).
