@@ -488,6 +488,17 @@ def test_rescan_catches_what_no_event_reported(project):
     assert [r["kind"] for r in p.runs(w, "a.png")] == ["generated", "generated"]
 
 
+def test_run_once_waits_for_every_image(project):
+    """`--once` on images dropped while no watcher ran: returns only when all are made."""
+    p = project("godot")
+    path = p.drop("old.png", png(40))
+    os.utime(path, (time.time() - 60, time.time() - 60))
+    p.record(path)
+    stats = Watcher(p.layout, WatchConfig(options=FAST)).run_once(timeout=120)
+    assert stats == {"generated": 1, "copied": 0, "failed": 0, "skipped": 0}
+    assert p.status("old.png")["state"] == "done"
+
+
 def test_second_watcher_on_same_project_is_refused(project):
     from propforge.errors import PropForgeError
 

@@ -62,6 +62,12 @@ class InProcessRunner:
         # a GPU model runs one job at a time; the CPU relief generator is re-entrant
         return self._generators[key], (self._locks[key] if backend != "relief" else None)
 
+    def prepare(self, options: GenerateOptions) -> str:
+        """Load the generator now, so the first drop does not wait for it and a missing backend
+        is reported at start-up; returns a line for the log."""
+        generator, _ = self._generator(options)
+        return f"generator {generator.name!r} loaded"
+
     def run(self, data: bytes, options: GenerateOptions, progress: ProgressCallback, name: str) -> RunResult:
         from propforge.api import generate_glb
 
@@ -91,6 +97,10 @@ class RemoteRunner:
         self.client = PropForgeClient(address, token=token)
         #: a wrong token stays wrong; server down / queue full / job errors are retried with backoff
         self.permanent_errors = (AuthError,)
+
+    def prepare(self, options: GenerateOptions) -> str:
+        """Check the server answers (jobs are retried anyway, but say so early)."""
+        return f"server {self.address} is {self.client.health()}"
 
     def run(self, data: bytes, options: GenerateOptions, progress: ProgressCallback, name: str) -> RunResult:
         glb, job = self.client.generate(data, options, progress=progress, name=name)

@@ -74,6 +74,7 @@ class Watcher:
         self._jobs: deque[tuple[str, int]] = deque()
         self._queued: set[str] = set()
         self._running: set[str] = set()
+        self._deciding: set[str] = set()
         self._retries: list[tuple[float, int, str, int]] = []
         self._seq = 0
         self._stopping = threading.Event()
@@ -95,6 +96,7 @@ class Watcher:
             self._spawn(self._scheduler_loop, "propforge-watch-scheduler")
             for i in range(max(1, n)):
                 self._spawn(self._worker_loop, f"propforge-watch-worker-{i}")
+            self._spawn(self._warm_up, "propforge-watch-warm-up")
             if observe:
                 self._start_observer()
             self.scan()
@@ -136,7 +138,18 @@ class Watcher:
             return self._cv.wait_for(lambda: self._idle() or self._stopping.is_set(), timeout)
 
     def _idle(self) -> bool:
-        return not (self._pending or self._jobs or self._queued or self._running or self._retries)
+        return not (self._pending or self._deciding or self._jobs or self._queued or self._running
+                    or self._retries)
+
+    def _warm_up(self) -> None:
+        """Load the model / reach the server in the background; problems are logged, not fatal."""
+        prepare = getattr(self.runner, "prepare", None)
+        if prepare is None:
+            return
+        try:
+            log.info("%s", prepare(GenerateOptions.from_dict(dict(self.base_options))))
+        except Exception as e:
+            log.warning("not ready yet: %s (images will fail or be retried until this is fixed)", e)
 
     def _spawn(self, target, name: str) -> None:
         t = threading.Thread(target=target, name=name, daemon=True)
@@ -373,8 +386,14 @@ class Watcher:
             return
         with self._cv:
             self._pending.pop(rel, None)
+            self._deciding.add(rel)         # not idle while the decision is being made
         self._decided[rel] = sig
-        self._decide(rel, data)
+        try:
+            self._decide(rel, data)
+        finally:
+            with self._cv:
+                self._deciding.discard(rel)
+                self._cv.notify_all()
 
     def _sidecars_changed_at(self, rel: str, now: float) -> float:
         times = [0.0]
