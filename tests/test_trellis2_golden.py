@@ -3,10 +3,12 @@
 Criteria from golden/README.md: fp32 cases max|Δ| ≤ 1e-4·max|ref| per tensor (decoders 2e-4),
 integers exact; native (bf16/fp16) cases relative L2 ≤ 2e-2 without requiring identical voxel sets.
 The sparse-conv unit case belongs to the sparse-ops tests (tests/test_sparse_conv.py).
+``PROPFORGE_TEST_DEVICE=cuda`` runs the models on the GPU (TF32 off), e.g. on the GPU machine.
 """
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -16,28 +18,39 @@ from PIL import Image
 from conftest import GOLDEN, need_shared
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+DEVICE = torch.device(os.environ.get("PROPFORGE_TEST_DEVICE", "cpu"))
+if DEVICE.type == "cuda":       # the fp32 references ran without TF32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
 
 
-def load_case(name: str) -> tuple[dict, dict, dict]:
+def load_case(name: str, device: torch.device = DEVICE) -> tuple[dict, dict, dict]:
+    """(inputs on ``device``, reference outputs on the CPU, meta)."""
     from safetensors.torch import load_file
 
     d = need_shared(GOLDEN / name)
-    return load_file(str(d / "inputs.safetensors")), load_file(str(d / "outputs.safetensors")), \
-        json.loads((d / "meta.json").read_text())
+    inputs = {k: v.to(device) for k, v in load_file(str(d / "inputs.safetensors")).items()}
+    return inputs, load_file(str(d / "outputs.safetensors")), json.loads((d / "meta.json").read_text())
 
 
 def load_model(name: str) -> torch.nn.Module:
     from propforge.trellis2.loading import load_model_stem
-    return load_model_stem(need_shared(GOLDEN / name) / "model", precision="native")
+    return load_model_stem(need_shared(GOLDEN / name) / "model", precision="native", device=DEVICE)
+
+
+def same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return torch.equal(a.cpu(), b.cpu())
 
 
 def assert_close(out: torch.Tensor, ref: torch.Tensor, tol: float = 1e-4, what: str = "") -> None:
     assert out.shape == ref.shape, f"{what}: shape {tuple(out.shape)} vs {tuple(ref.shape)}"
+    out, ref = out.detach().cpu(), ref.cpu()
     err = float((out.double() - ref.double()).abs().max() / ref.double().abs().max())
     assert err <= tol, f"{what}: max|Δ| = {err:.3g}·max|ref| > {tol}"
 
 
 def assert_rel_l2(out: torch.Tensor, ref: torch.Tensor, tol: float = 2e-2, what: str = "") -> None:
+    out, ref = out.detach().cpu(), ref.cpu()
     err = float((out.double() - ref.double()).norm() / ref.double().norm())
     assert err <= tol, f"{what}: relative L2 {err:.3g} > {tol}"
 
@@ -89,8 +102,8 @@ def test_sampler(case: str) -> None:
     with torch.no_grad():
         res = FlowEulerGuidanceIntervalSampler(1e-5).sample(fn, noise, i["cond"], neg_cond=neg, batch=batch,
                                                            trajectory=True, **meta["params"])
-    assert torch.equal(torch.tensor(res.t_pairs, dtype=torch.float64), o["t_pairs"])
-    assert torch.equal(torch.tensor(calls, dtype=torch.float64), o["model_calls"]), "guidance calls differ"
+    assert same(torch.tensor(res.t_pairs, dtype=torch.float64), o["t_pairs"])
+    assert same(torch.tensor(calls, dtype=torch.float64), o["model_calls"]), "guidance calls differ"
     assert_close(res.samples, o["sample"], 1e-4, "sample")
     assert_close(torch.stack(res.pred_x_t), o["pred_x_t"], 1e-4, "pred_x_t")
     assert_close(torch.stack(res.pred_x_0), o["pred_x_0"], 1e-4, "pred_x_0")
@@ -115,8 +128,8 @@ def test_ss_decoder(case: str) -> None:
         logits = model(i["z"])
     if case.endswith("fp32"):
         assert_close(logits, o["logits"], 1e-4, "logits")
-        assert torch.equal(occupied_coords(logits), o["occ_coords"])
-        assert torch.equal(occupied_coords(logits, 2), o["occ_coords_pool2"])
+        assert same(occupied_coords(logits), o["occ_coords"])
+        assert same(occupied_coords(logits, 2), o["occ_coords_pool2"])
     else:
         assert_rel_l2(logits, o["logits"], 2e-2, "logits")
         got, ref = set(map(tuple, occupied_coords(logits).tolist())), set(map(tuple, o["occ_coords"].tolist()))
@@ -143,18 +156,18 @@ def test_shape_decoder_fp32() -> None:
         assert_close(s, o[f"sub{k}_logits"], 2e-4, f"sub{k}")
         counts.append(len(s))
     assert counts == [41, 169, 626, 2241]
-    assert torch.equal(h.coords, o["h_coords"]) and torch.equal(up, o["upsample4_coords"])
+    assert same(h.coords, o["h_coords"]) and same(up, o["upsample4_coords"])
     assert_close(h.feats, o["h_feats"], 2e-4, "h_feats")
     offsets, flags, split = model.heads(h.feats)
     batch = h.coords[:, 0]
     for b in range(2):
         sel = batch == b
-        assert torch.equal(h.coords[sel, 1:], o[f"mesh{b}_in_coords"])
+        assert same(h.coords[sel, 1:], o[f"mesh{b}_in_coords"])
         assert_close(offsets[sel], o[f"mesh{b}_in_dual_vertices"], 2e-4, "offsets")
-        assert torch.equal(flags[sel], o[f"mesh{b}_in_intersected"].bool())
+        assert same(flags[sel], o[f"mesh{b}_in_intersected"].bool())
         assert_close(split[sel], o[f"mesh{b}_in_split_weight"], 2e-4, "split weight")
-        mesh = dual_grid_to_mesh(h.coords[sel, 1:].numpy(), offsets[sel].numpy(), flags[sel].numpy(),
-                                 split[sel, 0].numpy(), np.array([[-0.5] * 3, [0.5] * 3]), int(o[f"mesh{b}_grid_size"][0]))
+        mesh = dual_grid_to_mesh(h.coords[sel, 1:].cpu().numpy(), offsets[sel].cpu().numpy(),
+                                 flags[sel].cpu().numpy(), split[sel, 0].cpu().numpy(), np.array([[-0.5] * 3, [0.5] * 3]), int(o[f"mesh{b}_grid_size"][0]))
         np.testing.assert_array_equal(mesh.faces, o[f"mesh{b}_faces"].numpy())
         np.testing.assert_allclose(mesh.vertices, o[f"mesh{b}_vertices"].numpy(), atol=1e-5)
 
@@ -167,15 +180,16 @@ def test_shape_decoder_native_level_by_level() -> None:
 
     i, o, _ = load_case("shape_dec_native")
     model = load_model("shape_dec_native")
-    guides = [o[f"sub{k}_logits"] for k in range(4)]
+    guides = [o[f"sub{k}_logits"].to(DEVICE) for k in range(4)]
     with torch.no_grad():
         h, subs = model(SparseTensor(i["feats"], i["coords"]), guide_subs=guides)
         free, _ = model(SparseTensor(i["feats"], i["coords"]))
     for k, (s, ref) in enumerate(zip(subs, guides)):
         assert_rel_l2(s, ref, 2e-2, f"sub{k}")
+        s, ref = s.cpu(), ref.cpu()
         flips = (s > 0) != (ref > 0)
         assert bool((ref[flips].abs() < 2e-3).all()), f"level {k}: decision flip where |ref| >= 2e-3"
-    assert torch.equal(h.coords, o["h_coords"])
+    assert same(h.coords, o["h_coords"])
     assert_rel_l2(h.feats, o["h_feats"], 2e-2, "h_feats")
     got, ref = set(map(tuple, free.coords.tolist())), set(map(tuple, o["h_coords"].tolist()))
     assert len(got ^ ref) <= 0.01 * len(ref), "free-running voxel set drifted by more than 1%"
@@ -190,7 +204,7 @@ def test_texture_decoder(case: str) -> None:
     guides = [i[f"guide_sub{k}_logits"] for k in range(4)]
     with torch.no_grad():
         out, _ = model(SparseTensor(i["feats"], i["coords"]), guide_subs=guides)
-    assert torch.equal(out.coords, o["out_coords"])
+    assert same(out.coords, o["out_coords"])
     if case.endswith("fp32"):
         assert_close(out.feats, o["out_feats"], 2e-4, case)
     else:
@@ -207,7 +221,7 @@ PRE_NAMES = ["real01", "real09", "real13", "real39", "syn_wide_edge", "syn_tall_
 def test_preprocess_image(name: str) -> None:
     from propforge.trellis2.conditioning import crop_box, limit_size, preprocess_image
 
-    i, o, _ = load_case("preprocess_image")
+    i, o, _ = load_case("preprocess_image", torch.device("cpu"))
     arr = i[name].numpy()
     image = Image.fromarray(arr, "RGBA" if arr.shape[2] == 4 else "RGB")
     called = []
@@ -235,7 +249,7 @@ def test_preprocess_rejects_faint_alpha() -> None:
     from propforge.errors import InputError
     from propforge.trellis2.conditioning import preprocess_image
 
-    i, o, _ = load_case("preprocess_image")
+    i, o, _ = load_case("preprocess_image", torch.device("cpu"))
     assert int(o["syn_faint_raised"][0]) == 1
     with pytest.raises(InputError, match="80% opaque"):
         preprocess_image(Image.fromarray(i["syn_faint"].numpy(), "RGBA"), lambda im: pytest.fail("no rembg"))
@@ -244,8 +258,8 @@ def test_preprocess_rejects_faint_alpha() -> None:
 def test_dinov3_conditioning() -> None:
     from propforge.trellis2.conditioning import DinoV3Conditioner, image_pixels
 
-    i, o, _ = load_case("image_cond_dinov3")
-    cond = DinoV3Conditioner(GOLDEN / "image_cond_dinov3")
+    i, o, _ = load_case("image_cond_dinov3", torch.device("cpu"))
+    cond = DinoV3Conditioner(GOLDEN / "image_cond_dinov3", DEVICE)
     images = [Image.fromarray(i["image0"].numpy()), Image.fromarray(i["image1"].numpy())]
     for res in (512, 1024):
         px = image_pixels(images, res)
@@ -261,16 +275,16 @@ def test_dinov3_conditioning() -> None:
 def test_cascade_requantisation() -> None:
     from propforge.trellis2.pipeline import cascade_coords, quantize_coords, requantize
 
-    i, o, _ = load_case("cascade_requant")
+    i, o, _ = load_case("cascade_requant", torch.device("cpu"))
     hr = i["map_hr_coords"]
     for r in (1024, 1152, 1280, 1408, 1536):
-        assert torch.equal(quantize_coords(hr, r), o[f"map_R{r}_quant"])
-        assert torch.equal(requantize(hr, r), o[f"map_R{r}_coords"])
+        assert same(quantize_coords(hr, r), o[f"map_R{r}_quant"])
+        assert same(requantize(hr, r), o[f"map_R{r}_coords"])
     for j, (target, cap) in enumerate(zip(i["budget_target"].tolist(), i["budget_max_num_tokens"].tolist())):
         coords, res, tried = cascade_coords(hr, target, cap)
         assert [list(t) for t in tried] == o[f"budget{j}_tried"].tolist()
         assert res == int(o[f"budget{j}_resolution"][0])
-        assert torch.equal(coords, o[f"budget{j}_coords"])
+        assert same(coords, o[f"budget{j}_coords"])
 
 
 def test_cascade_end_to_end() -> None:
@@ -283,8 +297,8 @@ def test_cascade_end_to_end() -> None:
     flow, dec = load_model("shape_flow_fp32"), load_model("shape_dec_fp32")
     coords = i["e2e_lr_coords"]
     gen = torch.Generator().manual_seed(503)
-    noise = torch.randn(len(coords), 32, generator=gen)
-    assert torch.equal(noise, o["e2e_lr_noise"])
+    noise = torch.randn(len(coords), 32, generator=gen).to(DEVICE)
+    assert same(noise, o["e2e_lr_noise"])
     params = json.loads((GOLDEN / "sampler_shape" / "meta.json").read_text())["params"]
     with torch.no_grad():
         lr = FlowEulerGuidanceIntervalSampler(1e-5).sample(
@@ -292,8 +306,8 @@ def test_cascade_end_to_end() -> None:
             batch=coords[:, 0].long(), **params).samples
         lr = lr * i["shape_norm_std"] + i["shape_norm_mean"]
         assert_close(lr, o["e2e_lr_slat"], 1e-4, "LR slat")
-        hr = dec.upsample(SparseTensor(o["e2e_lr_slat"], coords), 4)
-    assert torch.equal(hr, o["e2e_hr_coords"])
+        hr = dec.upsample(SparseTensor(o["e2e_lr_slat"].to(DEVICE), coords), 4)
+    assert same(hr, o["e2e_hr_coords"])
     got, res, tried = cascade_coords(hr, 1536, int(i["e2e_max_num_tokens"][0]))
     assert [list(t) for t in tried] == o["e2e_tried"].tolist() and res == int(o["e2e_resolution"][0])
-    assert torch.equal(got, o["e2e_coords"])
+    assert same(got, o["e2e_coords"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -228,9 +227,3 @@ class FlexiDualGridVaeEncoder(nn.Module):
         out = self.to_latent(F.layer_norm(h.feats.float(), h.feats.shape[-1:], eps=1e-5))
         return h.replace(out[:, : self.config.latent_channels])
 
-
-def split_batches(coords: torch.Tensor) -> list[slice]:
-    """Row range of each batch item of contiguous int coords [N, 4]."""
-    counts = np.bincount(coords[:, 0].cpu().numpy(), minlength=1) if len(coords) else np.zeros(1, int)
-    ends = np.cumsum(counts).tolist()
-    return [slice(s, e) for s, e in zip([0] + ends[:-1], ends)]
