@@ -96,7 +96,8 @@ class Watcher:
             self._spawn(self._scheduler_loop, "propforge-watch-scheduler")
             for i in range(max(1, n)):
                 self._spawn(self._worker_loop, f"propforge-watch-worker-{i}")
-            self._spawn(self._warm_up, "propforge-watch-warm-up")
+            # not joined on stop: a health check against an unreachable host may hang for a while
+            threading.Thread(target=self._warm_up, name="propforge-watch-warm-up", daemon=True).start()
             if observe:
                 self._start_observer()
             self.scan()
