@@ -293,6 +293,7 @@ def test_texel_projection_lands_on_the_reference_surface():
     off = rng.uniform(-1.0, 1.0, (4000, 1)) / 64                         # up to a voxel off the surface
     pts = d * (0.3 + off)
     pts[:50] = d[:50] * 0.45                                            # 9 voxels out: k-d tree fallback
+    pts[50:100] = d[50:100] * (0.3 + 2.2 / 64)                          # 2 voxels out: wider voxel search
     for proj in (project_via_voxels(ov, pts, ref), project_to_surface(pts, ref.vertices, ref.normals, ref.tree)):
         err = np.abs(np.linalg.norm(proj, axis=1) - 0.3) * 64            # in voxels
         assert np.percentile(err[50:], 99) < 0.1 and err[50:].max() < 0.25

@@ -327,8 +327,38 @@ def project_via_voxels(ov: OVoxel, points: np.ndarray, ref: ReferenceSurface,
 
     parallel_chunks(run, range(0, len(pts), chunk))
     if missing.any():
-        out[missing] = project_to_surface(pts[missing], ref.vertices, ref.normals, ref.tree)
+        idx = np.flatnonzero(missing)
+        proj, found = _project_wide(ov, pts[idx], ref, has_normal)
+        out[idx[found]] = proj[found]
+        rest = idx[~found]
+        if len(rest):
+            out[rest] = project_to_surface(pts[rest], ref.vertices, ref.normals, ref.tree)
     return out
+
+
+_WIDE = np.array([[i, j, k] for i in range(-2, 3) for j in range(-2, 3) for k in range(-2, 3)], np.int64)
+
+
+def _project_wide(ov: OVoxel, p: np.ndarray, ref: ReferenceSurface, has_normal: np.ndarray,
+                  chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """Points a voxel or two off the surface: nearest surface voxel centre within a 5³ block."""
+    out = p.copy()
+    found = np.zeros(len(p), dtype=bool)
+    voxel = (ov.aabb[1] - ov.aabb[0]).astype(np.float64) / ov.resolution
+    for s in range(0, len(p), chunk):
+        q = (p[s:s + chunk] - ov.aabb[0]) / voxel
+        cand = np.floor(q).astype(np.int64)[:, None, :] + _WIDE[None]          # [m, 125, 3]
+        rows = ref.index.lookup(cand)
+        d2 = ((cand + 0.5 - q[:, None, :]) ** 2).sum(-1)
+        d2 = np.where(has_normal[rows], d2, np.inf)
+        pick = d2.argmin(1)
+        best = rows[np.arange(len(q)), pick]
+        ok = np.isfinite(d2[np.arange(len(q)), pick])
+        n = ref.voxel_normal[best]
+        d = ((p[s:s + chunk] - ref.voxel_vertex[best]) * n).sum(1, keepdims=True)
+        out[s:s + chunk] = np.where(ok[:, None], p[s:s + chunk] - d * n, p[s:s + chunk])
+        found[s:s + chunk] = ok
+    return out, found
 
 
 def bake_textures(ov: OVoxel, vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray,

@@ -19,7 +19,7 @@ from .cleanup import edge_topology, face_normals
 
 _DIRS = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], np.float64)
 MIN_SCORE = 0.35          # a face may only join a direction it faces at less than ~70°
-MAX_OVERLAP = 2e-3        # share of doubly covered texels that sends a mesh to xatlas charting
+MAX_OVERLAP = 2e-3        # share of doubly covered texels (at 512²) accepted; above: cut loose, then xatlas
 
 
 def padding_for(texture_size: int) -> int:
@@ -140,10 +140,10 @@ def unwrap(vertices: np.ndarray, faces: np.ndarray, texture_size: int = 1024, me
         for _ in range(2):                   # fold-overs: cut the overlapping faces loose once
             cmap, cf, cuv = box_charts(v, f, isolate=isolate)
             pmap, pf, puv = _atlas(v[cmap], cf, texture_size, cuv)
+            if method == "box":
+                return cmap[pmap], pf, puv
             bad, share = overlapping_faces(puv, pf, 512)
-            if method == "box" or share == 0.0:
+            if share <= MAX_OVERLAP:         # a few shared texels are not worth a second pack
                 return cmap[pmap], pf, puv
             isolate = np.union1d(isolate, bad)
-        if share <= MAX_OVERLAP:
-            return cmap[pmap], pf, puv
     return _atlas(v, f, texture_size, None)
