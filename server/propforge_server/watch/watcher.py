@@ -88,6 +88,8 @@ class Watcher:
     # ---------------------------------------------------------------- lifecycle
     def start(self, observe: bool = True) -> "Watcher":
         """Take the project lock, start workers (+ observer), then scan what is already there."""
+        if self._stopping.is_set() or self._threads:
+            raise RuntimeError("a Watcher starts once; create a new one to watch again")
         self._lock.acquire()
         try:
             self._prepare_folders()
