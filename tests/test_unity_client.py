@@ -105,6 +105,20 @@ def test_editor_layer_parses_as_csharp_7_2() -> None:
     assert asmdef["includePlatforms"] == ["Editor"] and "PropForge.Client" in asmdef["references"]
 
 
+def test_editor_layer_type_checks_against_unity_api_signatures(console_exe: Path, tmp_path: Path) -> None:
+    """Compile Editor/*.cs against Tests~/UnityApiStubs (signatures of the Unity members it uses, no
+    behaviour): catches type errors in the Editor layer that a parse cannot, without Unity in CI."""
+    stubs = tmp_path / "UnityStubs.dll"
+    r = subprocess.run(["mcs", "-langversion:7.2", "-target:library", f"-out:{stubs}",
+                        str(PKG / "Tests~" / "UnityApiStubs" / "UnityApiStubs.cs")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    client = console_exe.parent / "PropForge.Client.dll"
+    r = subprocess.run(["mcs", "-langversion:7.2", "-warnaserror+", "-target:library", f"-out:{tmp_path / 'PropForge.Editor.dll'}",
+                        f"-r:{stubs}", f"-r:{client}", "-r:System.Net.Http.dll",
+                        *map(str, sorted((PKG / "Editor").glob("*.cs")))], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"Editor layer does not type-check:\n{r.stdout}\n{r.stderr}"
+
+
 def test_every_package_asset_has_a_unique_meta() -> None:
     """Unity ignores files without .meta in immutable (git/registry) packages; GUIDs must be unique."""
     guids: dict[str, Path] = {}
