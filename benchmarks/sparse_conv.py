@@ -103,10 +103,11 @@ def spconv_impls():
 
 def run(out_dir: Path, data: Path, channels: list[int], dtypes: list[str], limit: int | None,
         torch_ref_max: int, bf16_channels: list[int], torch_fallback: bool = True,
-        spconv_channels: list[int] | None = None) -> None:
+        spconv_channels: list[int] | None = None, shapes: list[str] = ()) -> None:
     import torch
     import triton
-    from propforge.sparse import build_neighbor_map, sparse_conv3d_torch
+    from propforge.sparse import build_neighbor_map, sparse_conv3d, sparse_conv3d_torch
+    from propforge.sparse.conv import gpu_path
     from propforge.sparse.conv_triton import (best_config, build_plan, choose_block_m, plan_efficiency,
                                               sparse_conv3d_triton, tma_ok)
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -137,15 +138,16 @@ def run(out_dir: Path, data: Path, channels: list[int], dtypes: list[str], limit
         results["maps"].append(m)
         print(json.dumps(m), flush=True)
         x.cache["neighbor_map"] = nbr
-        for c in channels:
+        for ci, co in [(c, c) for c in channels] + [tuple(int(v) for v in sh.split("x")) for sh in shapes]:
+            c = ci
             for dn in (dtypes if c in bf16_channels or not bf16_channels else [d for d in dtypes if d != "bfloat16"]):
                 dt = getattr(torch, dn)
                 g = torch.Generator(device=dev).manual_seed(n + c)
-                f = torch.randn(n, c, device=dev, dtype=dt, generator=g)
-                w = (torch.randn(c, 3, 3, 3, c, device=dev, dtype=dt, generator=g) / math.sqrt(9 * c)).to(dt)
-                b = torch.randn(c, device=dev, dtype=dt, generator=g)
-                flops = 2.0 * pairs * c * c
-                rec = {"structure": name, "voxels": n, "channels": c, "dtype": dn}
+                f = torch.randn(n, ci, device=dev, dtype=dt, generator=g)
+                w = (torch.randn(co, 3, 3, 3, ci, device=dev, dtype=dt, generator=g) / math.sqrt(9 * ci)).to(dt)
+                b = torch.randn(co, device=dev, dtype=dt, generator=g)
+                flops = 2.0 * pairs * ci * co
+                rec = {"structure": name, "voxels": n, "channels": c, "out_channels": co, "dtype": dn}
                 ref = sparse_conv3d_torch(f.float(), nbr, w.float(), b.float()) if n <= torch_ref_max else None
                 for tag, tma in (("triton", False), ("triton_tma", True)):
                     if tma and not tma_ok(f, w):
@@ -154,24 +156,31 @@ def run(out_dir: Path, data: Path, channels: list[int], dtypes: list[str], limit
                     y = sparse_conv3d_triton(f, nbr, w, b, plan_cache=x.cache, tma=tma)
                     torch.cuda.synchronize()
                     rec[f"{tag}_first_call_s"] = time.time() - t0
-                    rec[f"{tag}_config"] = best_config(choose_block_m(n, c), tma)
+                    rec[f"{tag}_config"] = best_config(choose_block_m(n, co), tma)
                     if ref is not None:
                         rec[f"{tag}_rel_err_vs_fp32"] = float((y.float() - ref).norm() / ref.norm())
                     rec[f"{tag}_ms"] = _bench(lambda: sparse_conv3d_triton(f, nbr, w, b, plan_cache=x.cache, tma=tma))
                     rec[f"{tag}_tflops"] = flops / rec[f"{tag}_ms"] / 1e9
                     del y
+                if n <= (1 << 17) and ci >= 512:     # shapes where the dispatcher times both paths
+                    rec["dispatch_path"] = gpu_path(f, nbr, w, b, x.cache)
+                    yd = sparse_conv3d(f, nbr, w, b, plan_cache=x.cache)
+                    if ref is not None:
+                        rec["dispatch_rel_err_vs_fp32"] = float((yd.float() - ref).norm() / ref.norm())
+                    rec["dispatch_ms"] = _bench(lambda: sparse_conv3d(f, nbr, w, b, plan_cache=x.cache))
+                    del yd
                 del ref
-                da = torch.randn(pairs, c, device=dev, dtype=dt)
-                db = torch.randn(c, c, device=dev, dtype=dt)
+                da = torch.randn(pairs, ci, device=dev, dtype=dt)
+                db = torch.randn(ci, co, device=dev, dtype=dt)
                 rec["dense_gemm_ms"] = _bench(lambda: da @ db)
                 del da, db
                 rec["dense_tflops"] = flops / rec["dense_gemm_ms"] / 1e9
                 best = min(rec.get("triton_tma_ms", math.inf), rec["triton_ms"])
                 rec["ratio_to_dense"] = rec["dense_gemm_ms"] / best
-                if torch_fallback and n * c * 27 * 2 <= 4e9:
+                if torch_fallback and n * ci * 27 * 2 <= 4e9:
                     rec["torch_fallback_ms"] = _bench(lambda: sparse_conv3d_torch(f, nbr, w, b), reps=5)
                 for iname, sp in impls:
-                    if spconv_channels and c not in spconv_channels:
+                    if (spconv_channels and c not in spconv_channels) or ci != co:
                         continue
                     try:
                         rec[f"{iname}_ms"] = _bench_spconv(sp, x, f, w, b, c)
@@ -185,6 +194,7 @@ def run(out_dir: Path, data: Path, channels: list[int], dtypes: list[str], limit
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "sparse_conv.json").write_text(json.dumps(results, indent=1))
     print_table(results)
+    print_dispatch(results)
 
 
 def _bench_spconv(sp, x, f, w, b, c) -> float:
@@ -206,16 +216,28 @@ def print_table(results: dict) -> None:
     for m in results["maps"]:
         print(f"{m['structure']:22} {m['voxels']:8d} {m['pairs_per_voxel']:7.2f} {m['sort_ms']:8.3f} "
               f"{m['hash_ms']:8.3f} {m['plan_efficiency'][128]:8.2f}")
-    print(f"\n{'structure':22} {'C':>5} {'dtype':>8} {'ms':>8} {'tma ms':>8} {'TFLOP/s':>8} {'dense':>8} "
+    print(f"\n{'structure':22} {'Ci>Co':>11} {'dtype':>8} {'ms':>8} {'tma ms':>8} {'TFLOP/s':>8} {'dense':>8} "
           f"{'ratio':>6} {'torch':>8} {'spconv-tr':>9} {'err':>8}")
     nan = float("nan")
     for r in results["convs"]:
         best = min(r.get("triton_tma_ms", nan), r["triton_ms"]) if "triton_tma_ms" in r else r["triton_ms"]
         err = r.get("triton_tma_rel_err_vs_fp32", r.get("triton_rel_err_vs_fp32", nan))
-        print(f"{r['structure']:22} {r['channels']:5d} {r['dtype']:>8} {r['triton_ms']:8.3f} "
+        print(f"{r['structure']:22} {r['channels']:5d}>{r.get('out_channels', r['channels']):<5d} {r['dtype']:>8} {r['triton_ms']:8.3f} "
               f"{r.get('triton_tma_ms', nan):8.3f} {r['dense_tflops'] * r['dense_gemm_ms'] / best:8.1f} "
               f"{r['dense_tflops']:8.1f} {r['ratio_to_dense']:6.2f} {r.get('torch_fallback_ms', nan):8.2f} "
               f"{r.get('spconv-triton_ms', nan):9.3f} {err:8.1e}")
+
+
+def print_dispatch(results: dict) -> None:
+    rows = [r for r in results["convs"] if "dispatch_path" in r]
+    if rows:
+        print(f"\n{'structure':22} {'Ci>Co':>11} {'dtype':>8} {'path':>7} {'dispatch ms':>11} {'triton ms':>9} "
+              f"{'torch ms':>8} {'err':>8}")
+    for r in rows:
+        tri = min(r["triton_ms"], r.get("triton_tma_ms", float("inf")))
+        print(f"{r['structure']:22} {r['channels']:5d}>{r['out_channels']:<5d} {r['dtype']:>8} {r['dispatch_path']:>7} "
+              f"{r['dispatch_ms']:11.3f} {tri:9.3f} {r.get('torch_fallback_ms', float('nan')):8.3f} "
+              f"{r.get('dispatch_rel_err_vs_fp32', float('nan')):8.1e}")
 
 
 def main() -> None:
@@ -226,11 +248,12 @@ def main() -> None:
     r = sub.add_parser("run")
     r.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "out")))
     r.add_argument("--data", type=Path, default=DATA)
-    r.add_argument("--channels", type=int, nargs="+", default=[64, 128, 256, 512, 1024])
+    r.add_argument("--channels", type=int, nargs="*", default=[64, 128, 256, 512, 1024])
     r.add_argument("--dtypes", nargs="+", default=["float16", "bfloat16"])
     r.add_argument("--limit", type=int, default=None, help="skip structures with more voxels")
     r.add_argument("--bf16-channels", type=int, nargs="*", default=[],
                    help="run bfloat16 only at these channel counts (default: all)")
+    r.add_argument("--shapes", nargs="*", default=[], help="extra CIxCO conv shapes, e.g. 1024x4096")
     r.add_argument("--no-torch-fallback", action="store_true", help="skip timing the PyTorch fallback")
     r.add_argument("--spconv-channels", type=int, nargs="*", default=[],
                    help="time spconv(-triton) only at these channel counts (default: all)")
@@ -240,7 +263,7 @@ def main() -> None:
         prepare(args.out)
     else:
         run(args.out, args.data, args.channels, args.dtypes, args.limit, args.torch_ref_max, args.bf16_channels,
-            not args.no_torch_fallback, args.spconv_channels)
+            not args.no_torch_fallback, args.spconv_channels, args.shapes)
 
 
 if __name__ == "__main__":
