@@ -213,6 +213,24 @@ def test_sample_texture_wrap_modes():
     np.testing.assert_allclose(sample_texture(tex, at, (33648, 33648))[:, 0] * 255, [180, 0], atol=1e-4)
 
 
+def test_mip_pyramid_averages_channels_straight():
+    """Transparent texels keep their colour in coarser levels (no alpha premultiplication)."""
+    from propforge.ovoxel.voxelize import mip_pyramid, sample_texture_mip
+
+    tex = np.zeros((8, 6, 4), np.uint8)
+    tex[..., 0] = 200
+    tex[::2, :, 3] = 255                      # every other row transparent
+    levels = mip_pyramid(tex)
+    assert [lv.shape[:2] for lv in levels] == [(8, 6), (4, 3), (2, 2), (1, 1)]
+    for lv in levels[1:]:
+        np.testing.assert_array_equal(lv[..., 0], 200)
+        np.testing.assert_allclose(lv[..., 3], 128, atol=1)
+    uv = np.full((3, 2), 0.5)
+    got = sample_texture_mip(tex, uv, (10497, 10497), np.array([1.0, 4.0, 1000.0]))
+    np.testing.assert_allclose(got[:, 0], 200 / 255, atol=1e-6)
+    np.testing.assert_allclose(got[2, 3], 128 / 255, atol=1 / 255)
+
+
 def test_trilinear_sampling_rules():
     coords = np.array([[0, 0, 0], [1, 0, 0]])
     attrs = np.zeros((2, 6))

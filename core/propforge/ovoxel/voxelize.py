@@ -404,17 +404,28 @@ def _lookup(tex: np.ndarray, uv: np.ndarray, wrap: tuple[int, int], footprint: n
 _PYRAMIDS: dict[int, tuple[np.ndarray, list[np.ndarray]]] = {}
 
 
+def _box_half(img: np.ndarray) -> np.ndarray:
+    """2x2 box reduction (odd sizes: the last row/column is repeated), per channel, no alpha weighting."""
+    h, w = img.shape[:2]
+    if h % 2 or w % 2:
+        img = np.pad(img, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    f = img.astype(np.float32)
+    out = (f[0::2, 0::2] + f[1::2, 0::2] + f[0::2, 1::2] + f[1::2, 1::2]) * 0.25
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
 def mip_pyramid(tex: np.ndarray) -> list[np.ndarray]:
-    """Box-filtered mip levels of a uint8 texture (level 0 = the texture), cached per array."""
+    """Box-filtered mip levels of a uint8 texture (level 0 = the texture), cached per array.
+
+    Channels are averaged independently (straight, not alpha-premultiplied): the O-Voxel stores
+    base colour and alpha separately, and Pillow's RGBA reduction would blacken transparent texels.
+    """
     hit = _PYRAMIDS.get(id(tex))
     if hit is not None and hit[0] is tex:
         return hit[1]
-    from PIL import Image
-
-    levels, img = [tex], Image.fromarray(tex)
-    while min(img.size) > 1:
-        img = img.reduce(2)
-        levels.append(np.asarray(img))
+    levels = [tex]
+    while min(levels[-1].shape[:2]) > 1:
+        levels.append(_box_half(levels[-1]))
     if len(_PYRAMIDS) > 32:
         _PYRAMIDS.clear()
     _PYRAMIDS[id(tex)] = (tex, levels)
