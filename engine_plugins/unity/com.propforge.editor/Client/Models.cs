@@ -19,6 +19,7 @@ namespace PropForge.Client
         public float Height;                 // metres
         public ulong Seed;
         public bool HasSeed;                 // seed 0 is a valid seed
+        public string AlphaMode = "";        // "" / auto | OPAQUE | MASK | BLEND
 
         public JobOptions Clone() { return (JobOptions)MemberwiseClone(); }
 
@@ -33,6 +34,7 @@ namespace PropForge.Client
             if (TextureSize > 0) d["textureSize"] = TextureSize;
             if (!string.IsNullOrEmpty(TextureFormat)) d["textureFormat"] = TextureFormat;
             if (Height > 0) d["height"] = (double)Height;
+            if (!string.IsNullOrEmpty(AlphaMode)) d["alphaMode"] = AlphaMode;
             if (HasSeed)
             {
                 d["seed"] = Seed.ToString(CultureInfo.InvariantCulture);  // uint64 -> JSON string
@@ -56,6 +58,7 @@ namespace PropForge.Client
             ulong.TryParse(Json.GetString(d, "seed", "0"), NumberStyles.Integer, CultureInfo.InvariantCulture, out seed);
             o.Seed = seed;
             o.HasSeed = Json.GetBool(d, "hasSeed");
+            o.AlphaMode = Json.GetString(d, "alphaMode");
             return o;
         }
 

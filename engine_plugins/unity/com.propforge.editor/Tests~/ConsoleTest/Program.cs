@@ -129,9 +129,10 @@ namespace PropForge.ConsoleTest
             bool threw = false;
             try { Json.Parse("{\"a\": 1,}"); } catch (FormatException) { threw = true; }
             Check(threw, "JSON: trailing comma is an error");
-            var o = new JobOptions { Backend = "relief", Quality = "draft", Faces = 5000, TextureSize = 512, Height = 1.5f, Seed = 18446744073709551615UL, HasSeed = true };
+            var o = new JobOptions { Backend = "relief", Quality = "draft", Faces = 5000, TextureSize = 512, Height = 1.5f, Seed = 18446744073709551615UL, HasSeed = true, AlphaMode = "MASK" };
             var back = JobOptions.FromJson(Json.ParseObject(o.ToString()));
-            Check(back.Seed == o.Seed && back.HasSeed && back.Faces == 5000 && back.Quality == "draft" && Math.Abs(back.Height - 1.5f) < 1e-6,
+            Check(back.Seed == o.Seed && back.HasSeed && back.Faces == 5000 && back.Quality == "draft" && Math.Abs(back.Height - 1.5f) < 1e-6
+                && back.AlphaMode == "MASK",
                 "JSON: JobOptions round trip (uint64 seed as string)");
             Check(!new JobOptions().ToJson().ContainsKey("seed"), "JSON: seed left out unless HasSeed");
             Ok("JSON reader/writer and JobOptions mapping");
