@@ -237,6 +237,14 @@ def test_unreadable_inputs_raise_input_error(tmp_path):
         load_gltf(g)
 
 
+def test_compressed_assets_are_refused_by_name(tmp_path):
+    b = Builder()
+    b.g.extensionsUsed = b.g.extensionsRequired = ["KHR_draco_mesh_compression"]
+    path = b.save(tmp_path / "draco.glb", [b.node(mesh=b.mesh(TRI, [0, 1, 2]))])
+    with pytest.raises(InputError, match="KHR_draco_mesh_compression"):
+        load_gltf(path)
+
+
 def test_truncated_glb_header_lengths(tmp_path):
     """A GLB whose BIN chunk is shorter than the buffer it declares is reported, not read past."""
     b = Builder()

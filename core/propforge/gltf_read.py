@@ -32,6 +32,9 @@ _NCOMP = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT2": 4, "MAT3": 9, "M
 _NORM_DIV = {np.int8: 127.0, np.uint8: 255.0, np.int16: 32767.0, np.uint16: 65535.0, np.uint32: 4294967295.0}
 MAX_TEXTURE_PIXELS = 16384 * 16384   # decompression-bomb guard for embedded images
 REPEAT, CLAMP_TO_EDGE, MIRRORED_REPEAT = 10497, 33071, 33648
+#: Required extensions that change how buffers or images decode; reading past them would give garbage.
+UNSUPPORTED_REQUIRED = {"KHR_draco_mesh_compression", "EXT_meshopt_compression", "KHR_meshopt_compression",
+                        "KHR_texture_basisu", "MSFT_texture_dds"}
 
 
 class _Doc:
@@ -51,6 +54,10 @@ class _Doc:
             raise InputError(f"{path}: not a readable glTF file ({type(e).__name__}: {e})") from None
         if self.gltf is None or (path.suffix.lower() == ".glb" and head != b"glTF"):
             raise InputError(f"{path}: not a readable glTF file (no GLB header)")
+        unsupported = sorted(set(self.gltf.extensionsRequired or []) & UNSUPPORTED_REQUIRED)
+        if unsupported:
+            raise InputError(f"{path}: requires {', '.join(unsupported)}, which PropForge cannot decode; "
+                             "re-export the asset without mesh/texture compression")
         self.buffers = [self._buffer_bytes(i, b) for i, b in enumerate(self.gltf.buffers)]
         self._images: dict[int, np.ndarray] = {}
 
