@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -17,12 +18,13 @@ from propforge_server import cli
 from propforge_server.client import PropForgeClient
 
 
-def start_server(store: Path, port_file: Path, log: Path) -> tuple[subprocess.Popen, dict]:
+def start_server(store: Path, port_file: Path, log: Path, grpc_port: int = 0,
+                 http_port: int = 0) -> tuple[subprocess.Popen, dict]:
     port_file.unlink(missing_ok=True)
     env = {**os.environ, "PROPFORGE_TOKEN": ""}
-    proc = subprocess.Popen([sys.executable, "-m", "propforge_server.cli", "serve", "--grpc-port", "0",
-                             "--http-port", "0", "--backend", "relief", "--workers", "1", "--store", str(store),
-                             "--port-file", str(port_file)],
+    proc = subprocess.Popen([sys.executable, "-m", "propforge_server.cli", "serve", "--grpc-port", str(grpc_port),
+                             "--http-port", str(http_port), "--backend", "relief", "--workers", "1",
+                             "--store", str(store), "--port-file", str(port_file)],
                             stdout=subprocess.PIPE, stderr=open(log, "ab"), env=env, text=True)
     line = proc.stdout.readline()  # serve prints its ports as one JSON line once it is serving
     if not line:
@@ -36,6 +38,9 @@ def start_server(store: Path, port_file: Path, log: Path) -> tuple[subprocess.Po
 def test_kill_mid_job_and_restart_on_the_same_store(tmp_path: Path) -> None:
     store, port_file, log = tmp_path / "store", tmp_path / "ports.json", tmp_path / "serve.log"
     proc, ports = start_server(store, port_file, log)
+    # an editor watching job B through the crash: it reconnects (resuming after the last event it saw)
+    survivor = PropForgeClient(f"127.0.0.1:{ports['grpc_port']}", retries=12)
+    seen: list[dict] = []
     try:
         with PropForgeClient(f"127.0.0.1:{ports['grpc_port']}") as c:
             glb_a, job_a = c.generate(cutout_png(seed=1), SMALL)
@@ -44,14 +49,21 @@ def test_kill_mid_job_and_restart_on_the_same_store(tmp_path: Path) -> None:
                 if ev["kind"] == "progress" and ev["stage"] not in ("queued", "prepare"):
                     break
             assert c.get(job_b["id"])["state"] == "running"
+        watcher = threading.Thread(target=lambda: seen.extend(survivor.watch(job_b["id"])), daemon=True)
+        watcher.start()
+        time.sleep(0.3)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:
         if proc.poll() is None:
             proc.kill()
 
-    proc, ports = start_server(store, port_file, log)
+    proc, ports = start_server(store, port_file, log, ports["grpc_port"], ports["http_port"])
     try:
+        watcher.join(120)
+        survivor.close()
+        assert seen and seen[-1]["kind"] == "finished", seen[-3:]
+        assert [e["sequence"] for e in seen] == list(range(1, len(seen) + 1))
         with PropForgeClient(f"127.0.0.1:{ports['grpc_port']}") as c:
             assert c.download(job_a["id"]) == glb_a                      # finished result survives
             with urllib.request.urlopen(f"http://127.0.0.1:{ports['http_port']}/v1/jobs/{job_a['id']}/result") as r:
