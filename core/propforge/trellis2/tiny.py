@@ -156,7 +156,8 @@ def save_stem(model: nn.Module, config: dict[str, Any], stem: Path, all_bf16: bo
     write_atomic(Path(f"{stem}.safetensors"), save(state, metadata={"format": "pt"}))
 
 
-def write_dino(path: Path, sizes: dict[str, int], seed: int) -> None:
+def write_dino(path: Path, sizes: dict[str, int], seed: int, device: torch.device | None = None) -> None:
+    """transformers DINOv3ViTModel folder with its own random init (drawn on ``device``: fast on a GPU)."""
     from transformers import DINOv3ViTConfig, DINOv3ViTModel
 
     torch.manual_seed(seed)
@@ -165,7 +166,7 @@ def write_dino(path: Path, sizes: dict[str, int], seed: int) -> None:
                           value_bias=True, proj_bias=True, mlp_bias=True, use_gated_mlp=False,
                           pos_embed_rescale=2.0, **sizes)
     from .conditioning import _quiet_transformers
-    with _quiet_transformers():
+    with _quiet_transformers(), torch.device(device or "cpu"):
         DINOv3ViTModel(cfg).eval().save_pretrained(str(path))
 
 
@@ -211,7 +212,7 @@ def write_checkpoint(out_dir: str | Path, preset: str = "tiny", *, seed: int = 0
         if progress is not None:
             from ..progress import ProgressEvent
             progress(ProgressEvent("write", (i + 1) / (len(configs) + 2), message=key))
-    write_dino(root / DINO_NAME, FULL_DINO if preset == "full" else TINY_DINO, seed)
+    write_dino(root / DINO_NAME, FULL_DINO if preset == "full" else TINY_DINO, seed, dev)
     write_atomic(root / "pipeline.json", json.dumps(pipeline_json(steps or (12 if preset == "full" else 3)),
                                                     indent=1).encode())
     # calibrate occupancy: shift the last conv's bias by the threshold of the wanted token count
