@@ -121,7 +121,7 @@ class Trellis2Pipeline:
         for key in keys:
             self.model(key)
             self.release(key)
-        self.conditioner
+        _ = self.conditioner
 
     @property
     def conditioner(self) -> DinoV3Conditioner:
