@@ -81,12 +81,20 @@ class Trellis2Pipeline:
         self.precision = precision or ("native" if self.device.type == "cuda" else "float32")
         if self.precision not in ("native", "float32"):
             raise InputError(f"precision must be 'native' or 'float32', got {self.precision!r}")
-        self.low_vram = config.low_vram if low_vram is None else low_vram
+        self.low_vram = self._default_low_vram(config.low_vram) if low_vram is None else low_vram
         self.models: dict[str, torch.nn.Module] = {}
         self.stems: dict[str, Path] = {}
         self._conditioner: DinoV3Conditioner | None = None
         self._remover: Callable[[Image.Image], Image.Image] | None = None
         self.samplers = {k: make_sampler(s.name, s.args) for k, s in config.samplers.items()}
+
+    def _default_low_vram(self, configured: bool) -> bool:
+        """Keep every model resident where it fits (≥ 32 GiB: no per-stage host<->GPU copies of
+        2.6 GB flows); otherwise follow pipeline.json (upstream parks models on the CPU)."""
+        if self.device.type != "cuda":
+            return False
+        total = torch.cuda.get_device_properties(self.device).total_memory
+        return configured and total < 32 * 2 ** 30
 
     @classmethod
     def from_pretrained(cls, model: str = loading.DEFAULT_MODEL, **kwargs: Any) -> "Trellis2Pipeline":
