@@ -108,12 +108,16 @@ class PropForgeService(pb_grpc.PropForgeServicer):
             yield pb.ResultChunk(offset=offset, data=b"", total_size=size, sha256=sha, mime_type="model/gltf-binary")
             return
         chunks = iter_file(path, offset, CHUNK)
-        while True:
-            data = await self._call(next, chunks, None)
-            if data is None:
-                return
-            yield pb.ResultChunk(offset=offset, data=data, total_size=size, sha256=sha, mime_type="model/gltf-binary")
-            offset += len(data)
+        try:
+            while True:
+                data = await self._call(next, chunks, None)
+                if data is None:
+                    return
+                yield pb.ResultChunk(offset=offset, data=data, total_size=size, sha256=sha,
+                                     mime_type="model/gltf-binary")
+                offset += len(data)
+        finally:
+            _close(chunks)
 
 
 class TokenAuth(grpc.aio.ServerInterceptor):
@@ -189,3 +193,11 @@ class GrpcFrontEnd:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(grace)
+
+
+def _close(gen: Any) -> None:
+    """Close a file-chunk generator; if a read is still running in the executor, GC closes it later."""
+    try:
+        gen.close()
+    except ValueError:  # "generator already executing"
+        pass

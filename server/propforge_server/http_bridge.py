@@ -203,13 +203,16 @@ class HttpBridge:
             return resp
         remaining = end - start + 1
         chunks = iter_file(path, start, CHUNK)
-        while remaining > 0:
-            data = await self._call(next, chunks, b"")
-            if not data:
-                break
-            data = data[:remaining]
-            await resp.write(data)
-            remaining -= len(data)
+        try:
+            while remaining > 0:
+                data = await self._call(next, chunks, b"")
+                if not data:
+                    break
+                data = data[:remaining]
+                await resp.write(data)
+                remaining -= len(data)
+        finally:
+            _close(chunks)  # a client that hangs up mid-download must not keep the file open
         await resp.write_eof()
         return resp
 
@@ -248,3 +251,11 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
             return None
         start, end = max(0, size - n), size - 1
     return (start, end) if start <= end and start < size else None
+
+
+def _close(gen: Any) -> None:
+    """Close a file-chunk generator; if a read is still running in the executor, GC closes it later."""
+    try:
+        gen.close()
+    except ValueError:  # "generator already executing"
+        pass
