@@ -75,6 +75,7 @@ def main() -> None:
         glb = export_glb(Generation(ov, "benchmark", 0), opts, path=args.out or None, timings=timings)
         total, total_cpu = time.perf_counter() - t, time.process_time() - c
         steps = ", ".join(f"{k} {v:.2f}/{timings['cpu:' + k]:.2f}" for k, v in timings.items() if ":" not in k)
+        steps += "; bake CPU: " + ", ".join(f"{k[9:]} {v:.2f}" for k, v in timings.items() if k.startswith("cpu:bake."))
         print(f"run {rep + 1}: total wall {total:.2f}s, process CPU {total_cpu:.2f}s "
               f"(step wall/CPU: {steps}); {len(glb) / 1e6:.1f} MB; load average {os.getloadavg()[0]:.1f}")
     print(json.dumps({"machine": platform.node(), "cpu_count": os.cpu_count(), "python": platform.python_version(),

@@ -8,6 +8,7 @@ push-pull so bilinear/mip sampling across chart seams never reads black.
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
@@ -306,24 +307,24 @@ def project_via_voxels(ov: OVoxel, points: np.ndarray, ref: ReferenceSurface,
         p = pts[s:s + chunk]
         q = np.clip((p - a_min) / voxel, -0.5, r + 0.5)
         base = np.floor(q - 0.5)
-        frac = q - (base + 0.5)
+        frac = (q - (base + 0.5)).astype(np.float32)
         base = base.astype(np.int64)
         keys = [[index.axis_keys(base[:, i] + d, i) for d in (0, 1)] for i in range(3)]
         wts = [[1.0 - frac[:, i], frac[:, i]] for i in range(3)]
-        best_w = np.full(len(p), -1.0)
-        best = np.full(len(p), -1, dtype=np.int64)
+        rows = np.empty((len(p), 8), np.int64)
+        w = np.empty((len(p), 8), np.float32)
         for k in range(8):
             dx, dy, dz = (k >> 2) & 1, (k >> 1) & 1, k & 1
             (bx, lx), (by, ly), (bz, lz) = keys[0][dx], keys[1][dy], keys[2][dz]
-            rows = index.lookup_parts(bx, lx, by, ly, bz, lz)
-            w = np.where(has_normal[rows], wts[0][dx] * wts[1][dy] * wts[2][dz], -1.0)
-            better = w > best_w
-            best_w = np.where(better, w, best_w)
-            best = np.where(better, rows, best)
+            rows[:, k] = index.lookup_parts(bx, lx, by, ly, bz, lz)
+            w[:, k] = wts[0][dx] * wts[1][dy] * wts[2][dz]
+        w[~has_normal[rows]] = -1.0
+        pick = w.argmax(1)
+        best = rows[np.arange(len(p)), pick]
         n = ref.voxel_normal[best]
         d = ((p - ref.voxel_vertex[best]) * n).sum(1, keepdims=True)
         out[s:s + chunk] = p - d * n
-        missing[s:s + chunk] = best_w < 0
+        missing[s:s + chunk] = w[np.arange(len(p)), pick] < 0
 
     parallel_chunks(run, range(0, len(pts), chunk))
     if missing.any():
@@ -331,7 +332,11 @@ def project_via_voxels(ov: OVoxel, points: np.ndarray, ref: ReferenceSurface,
         proj, found = _project_wide(ov, pts[idx], ref, has_normal)
         out[idx[found]] = proj[found]
         rest = idx[~found]
-        if len(rest):
+        if 0 < len(rest) <= 256:             # a handful: brute force beats building a k-d tree
+            near = np.array([np.argmin(((ref.vertices - x) ** 2).sum(1)) for x in pts[rest]])
+            n = ref.normals[near].astype(np.float64)
+            out[rest] = pts[rest] - ((pts[rest] - ref.vertices[near]) * n).sum(1, keepdims=True) * n
+        elif len(rest):
             out[rest] = project_to_surface(pts[rest], ref.vertices, ref.normals, ref.tree)
     return out
 
@@ -362,8 +367,21 @@ def _project_wide(ov: OVoxel, p: np.ndarray, ref: ReferenceSurface, has_normal: 
 
 
 def bake_textures(ov: OVoxel, vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray,
-                  reference: ReferenceSurface, size: int) -> BakedTextures:
-    """Textures for the UV-mapped mesh (``vertices``/``faces``/``uvs`` share indices)."""
+                  reference: ReferenceSurface, size: int, timings: dict[str, float] | None = None
+                  ) -> BakedTextures:
+    """Textures for the UV-mapped mesh (``vertices``/``faces``/``uvs`` share indices).
+
+    ``timings`` (optional) receives process-CPU seconds of the sub-steps as "cpu:bake.<step>".
+    """
+    clock = [time.process_time()]
+
+    def lap(name: str) -> None:
+        if timings is not None:
+            now = time.process_time()
+            key = "cpu:bake." + name
+            timings[key] = timings.get(key, 0.0) + now - clock[0]
+            clock[0] = now
+
     face_img, bary_img = rasterize_uv(uvs, faces, size, with_bary=True)
     face_img = face_img.reshape(-1)
     texels = np.flatnonzero(face_img >= 0)
@@ -373,13 +391,19 @@ def bake_textures(ov: OVoxel, vertices: np.ndarray, faces: np.ndarray, uvs: np.n
     a = tri[:, 0]
     e1, e2 = tri[:, 1] - a, tri[:, 2] - a
     pos = (a[fid] + l12[:, :1] * e1[fid] + l12[:, 1:] * e2[fid]).astype(np.float64)
+    lap("raster")
     pos = project_via_voxels(ov, pos, reference)
+    lap("project")
     attrs = sample_trilinear(ov, pos, reference.index)
+    lap("sample")
     dense = np.zeros((size * size, attrs.shape[1]), np.float32)
     dense[texels] = attrs
     mask = (face_img >= 0).reshape(size, size)
     dense = fill_empty_texels(dense.reshape(size, size, -1), mask)
-    return _pack(dense, mask)
+    lap("fill")
+    out = _pack(dense, mask)
+    lap("pack")
+    return out
 
 
 def _pack(dense: np.ndarray, mask: np.ndarray) -> BakedTextures:

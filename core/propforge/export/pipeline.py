@@ -83,7 +83,9 @@ def export_glb(generation: Generation, options: ExportOptions | None = None, pat
         lap("uv")
         plan("bake", 0.0, message=f"baking {options.texture_size}px textures")
         normals = vertex_normals(v, f)[vmap]
-        tex = bake_textures(ov, v[vmap], uv_faces, uvs, reference.result(), options.texture_size)
+        ref = reference.result()
+        lap("bake_wait")
+        tex = bake_textures(ov, v[vmap], uv_faces, uvs, ref, options.texture_size, timings=t)
     lap("bake")
     plan("write", 0.0, message=f"writing GLB ({options.texture_format} textures)")
     mode, cutoff = (choose_alpha_mode(tex.base_color[..., 3], tex.coverage) if options.alpha_mode == "auto"
