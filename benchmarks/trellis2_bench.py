@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     model = args.model
     if args.make:
         t = time.perf_counter()
-        model = str(write_checkpoint(args.make[1], args.make[0], ss_tokens=args.ss_tokens))
+        model = str(write_checkpoint(args.make[1], args.make[0], ss_tokens=args.ss_tokens, link_1024=True))
         emit(args.json, {"make_checkpoint_s": round(time.perf_counter() - t, 2), "preset": args.make[0]})
     if not model:
         ap.error("give --model or --make")
