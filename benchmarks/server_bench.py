@@ -132,7 +132,7 @@ def bench_event_latency(srv, size: int, opts: dict) -> dict:
             "sse_median_ms": 1e3 * statistics.median(lat_sse[1:]), "sse_p99_ms": 1e3 * pct(lat_sse[1:], 99)}
 
 
-def bench_watchers(srv, n: int, size: int, opts: dict) -> dict:
+def bench_watchers(srv, n: int, size: int, opts: dict, seed: int = 300) -> dict:
     import aiohttp
     import grpc
 
@@ -141,7 +141,8 @@ def bench_watchers(srv, n: int, size: int, opts: dict) -> dict:
     from propforge_server.client import PropForgeClient
 
     with PropForgeClient(srv.grpc_address) as c:
-        job = c.submit(cutout_png(size, 300), {**opts, "seed": 300, "textureSize": 256})
+        job = c.submit(cutout_png(size, seed), {**opts, "seed": seed, "textureSize": 256})
+    assert not job["cached"], "watchers need a job that really runs"
     lat: list[float] = []
     feeds: list[list[int]] = []
 

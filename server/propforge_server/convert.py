@@ -5,6 +5,7 @@ JobOptions (wire, zero = server default) <-> GenerateOptions (library, validated
 """
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from typing import Any
 
@@ -111,6 +112,23 @@ def job_to_proto(job: JobRecord) -> pb.Job:
 
 
 def event_to_proto(ev: Event) -> pb.JobEvent:
+    """Built once per event and shared by every watcher (100 watchers = 1 conversion, not 100)."""
+    cached = ev.__dict__.get("_proto")
+    if cached is None:
+        cached = ev.__dict__["_proto"] = _event_to_proto(ev)
+    return cached
+
+
+def event_to_sse(ev: Event) -> bytes:
+    """The event as one Server-Sent Events record; also built once per event."""
+    cached = ev.__dict__.get("_sse")
+    if cached is None:
+        data = json.dumps(to_json(event_to_proto(ev)), separators=(",", ":"))
+        cached = ev.__dict__["_sse"] = f"id: {ev.sequence}\nevent: {ev.kind}\ndata: {data}\n\n".encode()
+    return cached
+
+
+def _event_to_proto(ev: Event) -> pb.JobEvent:
     msg = pb.JobEvent(sequence=ev.sequence, job_id=ev.job_id, time=ev.time)
     getattr(msg, ev.kind).SetInParent()
     for k, v in ev.data.items():

@@ -173,8 +173,7 @@ class HttpBridge:
                 if ev is None:
                     await resp.write(b": keepalive\n\n")
                     continue
-                data = json.dumps(convert.to_json(convert.event_to_proto(ev)), separators=(",", ":"))
-                await resp.write(f"id: {ev.sequence}\nevent: {ev.kind}\ndata: {data}\n\n".encode())
+                await resp.write(convert.event_to_sse(ev))
         finally:
             await feed.aclose()
         await resp.write_eof()
