@@ -74,3 +74,12 @@ def test_varlen_attention_on_gpu_half_precision(dtype):
         if b > a:
             ref = naive(q[a:b], k[a:b], v[a:b])
             assert float((out[a:b].double().cpu() - ref).norm() / ref.norm()) < 1e-2
+
+
+def test_cross_attention_to_dense_image_tokens():
+    q, cq = packed([9, 0, 5], 2, 8, 21)
+    g = torch.Generator().manual_seed(22)
+    k, v = (torch.randn(3, 7, 2, 8, generator=g, dtype=torch.float64) for _ in range(2))
+    out = varlen_attention(q, k, v, cq)                       # kv offsets implied: b·7
+    torch.testing.assert_close(out[:9], naive(q[:9], k[0], v[0]), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out[9:], naive(q[9:], k[2], v[2]), rtol=1e-12, atol=1e-12)

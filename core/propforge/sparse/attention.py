@@ -37,8 +37,19 @@ def _lengths(cu: torch.Tensor, total: int, name: str) -> list[int]:
 
 
 def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
-                     cu_seqlens_kv: torch.Tensor, scale: float | None = None) -> torch.Tensor:
-    """Per-sample full attention over packed sequences; returns [Tq, H, D] in q's dtype."""
+                     cu_seqlens_kv: torch.Tensor | None = None, scale: float | None = None) -> torch.Tensor:
+    """Per-sample full attention over packed sequences; returns [Tq, H, D] in q's dtype.
+
+    k/v may also be dense [B, L, H, D] (e.g. image tokens for cross-attention); then
+    ``cu_seqlens_kv`` is implied (b·L) and may be omitted.
+    """
+    if k.dim() == 4 and v.dim() == 4:
+        b, length = k.shape[:2]
+        if cu_seqlens_kv is None:
+            cu_seqlens_kv = torch.arange(b + 1, dtype=torch.int32) * length
+        k, v = k.reshape(b * length, *k.shape[2:]), v.reshape(b * length, *v.shape[2:])
+    if cu_seqlens_kv is None:
+        raise InputError("varlen_attention needs cu_seqlens_kv for packed [T, H, D] keys")
     if q.dim() != 3 or k.dim() != 3 or v.dim() != 3:
         raise InputError(f"varlen_attention expects packed [T, H, D] tensors, got {tuple(q.shape)}")
     oq = _lengths(cu_seqlens_q, q.shape[0], "cu_seqlens_q")
