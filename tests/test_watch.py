@@ -351,6 +351,11 @@ def test_bad_inputs_fail_with_reason_and_the_watcher_keeps_going(project):
     # fixing the sidecar fixes the image
     (p.layout.drop / "bad_options.png.propforge.json").write_text('{"export": {"faces": 200}}')
     assert p.wait_state("bad_options.png", ("done",))["options"]["export"]["faces"] == 200
+    # break it again, then go back to the last good options: made again (the failure is not "done")
+    (p.layout.drop / "bad_options.png.propforge.json").write_text('{"export": {"faces": 1}}')
+    assert p.wait_state("bad_options.png", ("failed",))["error"]
+    (p.layout.drop / "bad_options.png.propforge.json").write_text('{"export": {"faces": 200}}')
+    assert p.wait_state("bad_options.png", ("done",))["options"]["export"]["faces"] == 200
     assert w.stats["failed"] >= 3
 
 

@@ -390,9 +390,10 @@ class Watcher:
         with self._cv:
             self._pending.pop(rel, None)
             self._deciding.add(rel)         # not idle while the decision is being made
+        unchanged = self._decided.get(rel) == sig
         self._decided[rel] = sig
         try:
-            self._decide(rel, data)
+            self._decide(rel, data, unchanged)
         finally:
             with self._cv:
                 self._deciding.discard(rel)
@@ -420,8 +421,12 @@ class Watcher:
             return True
         return False
 
-    def _decide(self, rel: str, data: bytes) -> None:
-        """Skip if already done with these bytes and options; otherwise claim the output and queue."""
+    def _decide(self, rel: str, data: bytes, unchanged: bool = False) -> None:
+        """Skip if already done with these bytes and options; otherwise claim the output and queue.
+
+        ``unchanged``: the file's (size, mtime) is the one this run decided on before; a late or
+        repeated event for it must not re-run a job that failed on exactly these inputs.
+        """
         out = self.layout.output_path(rel)
         sha = intake.sha256_bytes(data)
         try:
@@ -433,6 +438,11 @@ class Watcher:
         if self._is_done(rel, sha, osha):
             self._count("skipped")
             log.debug("up to date: %s", rel)
+            return
+        row = self.db.get(rel)
+        if (unchanged and row is not None and row.state == "failed" and row.source_sha256 == sha
+                and row.options_sha256 == osha):
+            log.debug("failed before on these inputs, not retrying until they change: %s", rel)
             return
         out_rel = self._out_rel(rel)
         clash = [r.source for r in self.db.by_output(out_rel)
@@ -642,7 +652,8 @@ class Watcher:
             log.warning("attempt %d/%d failed for %s: %s; retrying in %.1f s",
                         attempt, self.config.max_attempts, rel, reason, delay)
             return
-        self.db.upsert(rel, self._out_rel(rel), "failed", source_sha256=sha, options_sha256=osha,
+        # "" (not None) so the record says exactly which inputs failed, never a stale earlier hash
+        self.db.upsert(rel, self._out_rel(rel), "failed", source_sha256=sha or "", options_sha256=osha or "",
                        attempts=attempt, error=reason)
         self.db.log_run(rel, "failed", source_sha256=sha, options_sha256=osha, error=reason)
         self._count("failed")
