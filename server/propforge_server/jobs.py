@@ -287,7 +287,7 @@ class JobManager:
                                 "pipeline_types": list(PIPELINE_TYPES) if name == "trellis2" else [],
                                 "gpu": name == "trellis2", "model_version": ""}
         try:
-            factory = generators._factory(name)
+            factory = generators.generator_class(name)
             info["description"] = getattr(factory, "description", "") or ""
             check = getattr(factory, "is_available", None)
             if name == "trellis2":

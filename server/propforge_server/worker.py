@@ -62,7 +62,7 @@ def _accepts(backend: str, name: str) -> bool:
     from propforge import generators
 
     try:
-        params = inspect.signature(generators._factory(backend)).parameters
+        params = inspect.signature(generators.generator_class(backend)).parameters
     except (TypeError, ValueError):
         return False
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())

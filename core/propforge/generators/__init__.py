@@ -54,6 +54,12 @@ def _factory(name: str) -> Callable[..., Generator]:
     return getattr(mod, attr)
 
 
+def generator_class(name: str) -> Callable[..., Generator]:
+    """The backend's class (or factory) without instantiating it: for ``description``,
+    ``is_available`` and constructor introspection by servers."""
+    return _factory(name)
+
+
 def load_generator(name: str = "auto", **kwargs: Any) -> Generator:
     """Instantiate a backend by name ("auto" resolves first)."""
     if name == "auto":
