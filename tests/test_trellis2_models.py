@@ -91,3 +91,50 @@ def test_encoder_then_cached_decoder_recreates_the_voxels() -> None:
         out, subs = dec(z.replace(torch.randn_like(z.feats)))
     assert subs == [] and out.feats.shape == (len(shell), 6)
     assert torch.equal(out.coords, coords)
+
+
+# -------------------------------------------------------------------------------------- samplers
+
+def _counting_model(calls: list):
+    def model(x, t, cond):
+        calls.append((float(t[0]), cond))
+        return x * 0.1 + cond.mean()
+    return model
+
+
+def test_guidance_strength_zero_uses_only_the_negative_condition() -> None:
+    from propforge.trellis2.samplers import FlowEulerGuidanceIntervalSampler
+
+    calls: list = []
+    pos, neg = torch.ones(1, 4, 2), torch.zeros(1, 4, 2)
+    FlowEulerGuidanceIntervalSampler().sample(_counting_model(calls), torch.randn(1, 8), pos, neg_cond=neg,
+                                              steps=4, guidance_strength=0.0, guidance_interval=(0.0, 1.0))
+    assert len(calls) == 4 and all(c is neg for _, c in calls)
+    assert [t for t, _ in calls] == [1000.0, 750.0, 500.0, 250.0]
+
+
+def test_cfg_sampler_guides_every_step_and_rejects_unknown_params() -> None:
+    from propforge.errors import InputError
+    from propforge.trellis2.samplers import make_sampler
+
+    calls: list = []
+    s = make_sampler("FlowEulerCfgSampler", {"sigma_min": 1e-5})
+    s.sample(_counting_model(calls), torch.randn(1, 8), torch.ones(1, 4, 2), neg_cond=torch.zeros(1, 4, 2),
+             steps=3, guidance_strength=3.0, guidance_interval=(0.9, 1.0))
+    assert len(calls) == 6                               # the interval is ignored by the plain CFG sampler
+    with pytest.raises(InputError, match="unknown sampler parameter"):
+        s.sample(_counting_model([]), torch.randn(1, 8), torch.ones(1, 4, 2), steps=2, guidance_scale=3.0)
+    with pytest.raises(InputError, match="unknown sampler 'DDIM'"):
+        make_sampler("DDIM", {})
+
+
+def test_sparse_rescale_std_is_per_sample_population_std() -> None:
+    from propforge.trellis2.samplers import _std_sparse
+
+    x = torch.randn(10, 3, dtype=torch.float64)
+    batch = torch.tensor([0] * 4 + [1] * 6)
+    got = _std_sparse(x, batch, 2)
+    assert got.shape == (10, 1)
+    for b, sl in ((0, slice(0, 4)), (1, slice(4, 10))):
+        ref = x[sl].flatten().std(unbiased=False)
+        assert torch.allclose(got[sl], ref.expand(sl.stop - sl.start, 1))
