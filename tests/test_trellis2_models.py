@@ -138,3 +138,16 @@ def test_sparse_rescale_std_is_per_sample_population_std() -> None:
     for b, sl in ((0, slice(0, 4)), (1, slice(4, 10))):
         ref = x[sl].flatten().std(unbiased=False)
         assert torch.allclose(got[sl], ref.expand(sl.stop - sl.start, 1))
+
+
+def test_preprocess_keeps_the_alpha_of_greyscale_cutouts() -> None:
+    import numpy as np
+    from PIL import Image
+
+    from propforge.trellis2.conditioning import preprocess_image
+
+    a = np.zeros((40, 60, 2), np.uint8)
+    a[10:30, 20:44] = (180, 255)
+    la = Image.fromarray(a, "LA")
+    out = np.asarray(preprocess_image(la, lambda im: pytest.fail("alpha is usable: no background removal")))
+    assert out.shape == (22, 22, 3) and out.max() == 180

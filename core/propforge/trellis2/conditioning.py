@@ -59,7 +59,12 @@ def premultiply(rgba: np.ndarray) -> np.ndarray:
 
 
 def preprocess_image(image: Image.Image, remove_background: BackgroundRemover | None = None) -> Image.Image:
-    """User image -> the square RGB premultiplied crop every stage is conditioned on."""
+    """User image -> the square RGB premultiplied crop every stage is conditioned on.
+
+    Unlike upstream, greyscale+alpha and palette images with transparency keep their alpha
+    (upstream would send them to background removal); RGBA and RGB follow upstream exactly."""
+    if image.mode in ("LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
     alpha_ok = has_usable_alpha(image)
     image = limit_size(image)
     if not alpha_ok:
