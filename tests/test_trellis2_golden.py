@@ -79,6 +79,20 @@ def test_flow(case: str) -> None:
         assert_rel_l2(out, ref, 2e-2, case)
 
 
+@pytest.mark.parametrize("case", ["shape_flow_fp32", "shape_flow_native"])
+def test_zero_cond_shortcut_equals_cross_attention(case: str) -> None:
+    """CFG's all-zero negative cond skips cross-attention; a denormal cond takes the full path."""
+    i, _, _ = load_case(case)
+    model = load_model(case)
+    zero = torch.zeros_like(i["cond"])
+    tiny = zero.clone()
+    tiny[0, 0, 0] = 1e-30
+    with torch.no_grad():
+        fast = model(i["x_feats"], i["coords"], i["t"], zero)
+        full = model(i["x_feats"], i["coords"], i["t"], tiny)
+    assert_close(fast, full, 1e-6 if case.endswith("fp32") else 1e-2, case)
+
+
 @pytest.mark.parametrize("case", ["sampler_ss", "sampler_shape", "sampler_tex"])
 def test_sampler(case: str) -> None:
     from propforge.trellis2.samplers import FlowEulerGuidanceIntervalSampler

@@ -168,6 +168,12 @@ class CrossAttention(nn.Module):
             o = torch.cat(parts, dim=1)
         return self.to_out(o.reshape(*x.shape[:2], -1))
 
+    def zero_cond_out(self) -> torch.Tensor:
+        """Output for an all-zero cond (CFG's negative pass, spec §7): every key is the same, so
+        attention is uniform and returns the value bias; [C], the same for every token."""
+        c = self.to_q.out_features
+        return self.to_out(self.to_kv.bias[c:])
+
 
 class FeedForward(nn.Module):
     def __init__(self, c: int, ratio: float) -> None:
@@ -192,12 +198,15 @@ class Block(nn.Module):
         self.modulation = nn.Parameter(torch.randn(6 * c) / c ** 0.5)
 
     def forward(self, h: torch.Tensor, mod: torch.Tensor, cond: torch.Tensor,
-                phases: torch.Tensor, seqlens: list[int]) -> torch.Tensor:
+                phases: torch.Tensor, seqlens: list[int], zero_cond: bool = False) -> torch.Tensor:
         """h [1, T, C]; mod [1, T or 1, 6C] already expanded to tokens."""
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation + mod).to(mod.dtype).chunk(6, dim=-1)
         u = layer_norm32(h) * (1 + scale1) + shift1
         h = h + self.self_attn(u, phases, seqlens) * gate1
-        h = h + self.cross_attn(layer_norm32(h, self.norm2), cond, seqlens)
+        if zero_cond:
+            h = h + self.cross_attn.zero_cond_out()
+        else:
+            h = h + self.cross_attn(layer_norm32(h, self.norm2), cond, seqlens)
         u = layer_norm32(h) * (1 + scale2) + shift2
         return h + self.mlp(u) * gate2
 
@@ -238,9 +247,10 @@ class _FlowTorso(nn.Module):
         h = self.input_layer(x).to(self.dtype)
         m = self.adaLN_modulation(self.t_embedder.mlp(timestep_embedding(t))).to(self.dtype)
         m = m[:, None] if token_batch is None else m[token_batch][None]   # [1, 1, 6C] or [1, T, 6C]
+        zero_cond = not bool(cond.any())       # CFG negative pass: skip cross-attention (exact)
         cond = cond.to(self.dtype)
         for block in self.blocks:
-            h = block(h, m, cond, phases, seqlens)
+            h = block(h, m, cond, phases, seqlens, zero_cond)
         h = F.layer_norm(h.float(), h.shape[-1:], eps=1e-5)
         return self.out_layer(h)
 
