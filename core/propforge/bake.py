@@ -293,8 +293,11 @@ def prepare_reference(ov: OVoxel, vertices: np.ndarray, faces: np.ndarray,
 
 def project_via_voxels(ov: OVoxel, points: np.ndarray, ref: ReferenceSurface,
                        chunk: int = 1 << 18) -> np.ndarray:
-    """Tangent-plane projection through the closest-centre surface voxel among the 8 around each
-    point; points with none fall back to the k-d tree (``project_to_surface``)."""
+    """Tangent-plane projection through a nearby surface voxel's reference vertex and normal.
+
+    The containing voxel when it is on the surface (one look-up, most texels), else the nearest of
+    the 8 around the point, else of a 5³ block, else the nearest reference vertex.
+    """
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
     out = pts.copy()
     missing = np.zeros(len(pts), dtype=bool)
@@ -306,25 +309,15 @@ def project_via_voxels(ov: OVoxel, points: np.ndarray, ref: ReferenceSurface,
     def run(s: int) -> None:
         p = pts[s:s + chunk]
         q = np.clip((p - a_min) / voxel, -0.5, r + 0.5)
-        base = np.floor(q - 0.5)
-        frac = (q - (base + 0.5)).astype(np.float32)
-        base = base.astype(np.int64)
-        keys = [[index.axis_keys(base[:, i] + d, i) for d in (0, 1)] for i in range(3)]
-        wts = [[1.0 - frac[:, i], frac[:, i]] for i in range(3)]
-        rows = np.empty((len(p), 8), np.int64)
-        w = np.empty((len(p), 8), np.float32)
-        for k in range(8):
-            dx, dy, dz = (k >> 2) & 1, (k >> 1) & 1, k & 1
-            (bx, lx), (by, ly), (bz, lz) = keys[0][dx], keys[1][dy], keys[2][dz]
-            rows[:, k] = index.lookup_parts(bx, lx, by, ly, bz, lz)
-            w[:, k] = wts[0][dx] * wts[1][dy] * wts[2][dz]
-        w[~has_normal[rows]] = -1.0
-        pick = w.argmax(1)
-        best = rows[np.arange(len(p)), pick]
+        cell = np.floor(q).astype(np.int64)                 # the containing voxel: the nearest centre
+        best = index.lookup_parts(*[k for i in range(3) for k in index.axis_keys(cell[:, i], i)])
+        far = np.flatnonzero(~has_normal[best])
+        if len(far):                                         # else the nearest surface voxel of the 8
+            best[far], ok = _best_corner(q[far], index, has_normal)
+            missing[s + far[~ok]] = True
         n = ref.voxel_normal[best]
         d = ((p - ref.voxel_vertex[best]) * n).sum(1, keepdims=True)
         out[s:s + chunk] = p - d * n
-        missing[s:s + chunk] = w[np.arange(len(p)), pick] < 0
 
     parallel_chunks(run, range(0, len(pts), chunk))
     if missing.any():
@@ -339,6 +332,26 @@ def project_via_voxels(ov: OVoxel, points: np.ndarray, ref: ReferenceSurface,
         elif len(rest):
             out[rest] = project_to_surface(pts[rest], ref.vertices, ref.normals, ref.tree)
     return out
+
+
+def _best_corner(q: np.ndarray, index: BlockIndex, has_normal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row of the surface voxel with the largest trilinear weight among the 8 around each grid point."""
+    base = np.floor(q - 0.5)
+    frac = (q - (base + 0.5)).astype(np.float32)
+    base = base.astype(np.int64)
+    keys = [[index.axis_keys(base[:, i] + d, i) for d in (0, 1)] for i in range(3)]
+    wts = [[1.0 - frac[:, i], frac[:, i]] for i in range(3)]
+    rows = np.empty((len(q), 8), np.int64)
+    w = np.empty((len(q), 8), np.float32)
+    for k in range(8):
+        dx, dy, dz = (k >> 2) & 1, (k >> 1) & 1, k & 1
+        (bx, lx), (by, ly), (bz, lz) = keys[0][dx], keys[1][dy], keys[2][dz]
+        rows[:, k] = index.lookup_parts(bx, lx, by, ly, bz, lz)
+        w[:, k] = wts[0][dx] * wts[1][dy] * wts[2][dz]
+    w[~has_normal[rows]] = -1.0
+    pick = w.argmax(1)
+    at = np.arange(len(q))
+    return rows[at, pick], w[at, pick] >= 0
 
 
 _WIDE = np.array([[i, j, k] for i in range(-2, 3) for j in range(-2, 3) for k in range(-2, 3)], np.int64)
@@ -394,9 +407,9 @@ def bake_textures(ov: OVoxel, vertices: np.ndarray, faces: np.ndarray, uvs: np.n
     lap("raster")
     pos = project_via_voxels(ov, pos, reference)
     lap("project")
-    attrs = sample_trilinear(ov, pos, reference.index)
+    attrs = quantize(sample_trilinear(ov, pos, reference.index))
     lap("sample")
-    dense = np.zeros((size * size, attrs.shape[1]), np.float32)
+    dense = np.zeros((size * size, attrs.shape[1]), np.uint8)
     dense[texels] = attrs
     mask = (face_img >= 0).reshape(size, size)
     dense = fill_empty_texels(dense.reshape(size, size, -1), mask)
@@ -407,10 +420,12 @@ def bake_textures(ov: OVoxel, vertices: np.ndarray, faces: np.ndarray, uvs: np.n
 
 
 def _pack(dense: np.ndarray, mask: np.ndarray) -> BakedTextures:
-    def ch(name: str) -> np.ndarray:
-        a, b = ATTR_LAYOUT[name]
-        return dense[..., a:b]
+    """uint8 attribute images -> baseColor RGBA and metallicRoughness (R = 0, G = roughness, B = metallic)."""
+    def ch(name: str) -> list[int]:
+        return list(range(*ATTR_LAYOUT[name]))
 
-    base = quantize(np.concatenate([ch("base_color"), ch("alpha")], -1))
-    mr = quantize(np.concatenate([np.zeros_like(ch("roughness")), ch("roughness"), ch("metallic")], -1))
+    base = np.ascontiguousarray(dense[..., ch("base_color") + ch("alpha")])
+    mr = np.zeros(dense.shape[:2] + (3,), np.uint8)
+    mr[..., 1] = dense[..., ch("roughness")[0]]
+    mr[..., 2] = dense[..., ch("metallic")[0]]
     return BakedTextures(base, mr, mask)
