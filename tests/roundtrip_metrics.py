@@ -102,6 +102,32 @@ def geometry_error(src: Sequence[TexturedMesh], vertices: np.ndarray, faces: np.
             "hausdorff": float(both.max()), "p99": float(np.percentile(both, 99))}
 
 
+def align_to(moving: Sequence[TexturedMesh], target: Sequence[TexturedMesh], iters: int = 4) -> list[TexturedMesh]:
+    """Meshes of ``moving`` under the scale + translation that best lays them on ``target`` (trimmed ICP).
+
+    The exporter rescales to a height in metres and moves the pivot using its own decimated mesh's
+    bounds, so bounding-box normalisation alone drifts when decimation trims an extreme (an ear tip).
+    """
+    pts, _ = sample_surface(moving, 3000, 3)
+    tv = np.concatenate([m.vertices for m in target])
+    off = np.cumsum([0] + [len(m.vertices) for m in target])[:-1]
+    tf = np.concatenate([m.faces + o for m, o in zip(target, off)])
+    scale, shift = 1.0, np.zeros(3)
+    for cap in (0.05, 0.02, 0.01, 0.01)[:iters]:
+        q = pts * scale + shift
+        d, face, bary = closest_on_mesh(q, tv, tf, cap)
+        ok = face >= 0
+        if ok.sum() < 10:
+            break
+        c = np.einsum("kv,kvj->kj", bary[ok], tv[tf[face[ok]]].astype(np.float64))
+        qq = pts[ok]
+        qm, cm = qq.mean(0), c.mean(0)
+        scale = float(((qq - qm) * (c - cm)).sum() / ((qq - qm) ** 2).sum())
+        shift = cm - scale * qm
+    return [TexturedMesh(m.vertices.astype(np.float64) * scale + shift, m.faces, uvs=m.uvs, normals=m.normals,
+                         vertex_colors=m.vertex_colors, material=m.material) for m in moving]
+
+
 def roundtrip(asset, resolution: int, glb: bool = False, n: int = 10000, faces: int = 20000,
               texture_size: int = 1024, validate=None) -> dict[str, float]:
     """Asset -> O-Voxel (-> GLB -> re-read): PSNR of base colour at source surface samples, geometry error.
@@ -135,6 +161,7 @@ def roundtrip(asset, resolution: int, glb: bool = False, n: int = 10000, faces: 
             path = Path(d) / "roundtrip.glb"
             path.write_bytes(data)
             back, _, _ = normalize_to_unit_cube(load_gltf(path))
+        back = align_to(back, src)
         bv = np.concatenate([m.vertices for m in back])
         off = np.cumsum([0] + [len(m.vertices) for m in back])[:-1]
         bf = np.concatenate([m.faces + o for m, o in zip(back, off)])
