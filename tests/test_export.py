@@ -313,3 +313,29 @@ def test_decoder_style_ovoxel_exports_valid_glb(b, assert_valid_glb):
     data = export_glb(gen(ov), small_opts(faces=400))
     assert_valid_glb(data)
     assert 0 < len(Glb(data).faces) <= 400
+
+
+def test_normals_smooth_on_curves_and_across_uv_seams(sphere_glb):
+    glb = Glb(sphere_glb)
+    _, group = np.unique(glb.pos.round(6), axis=0, return_inverse=True)
+    group = group.reshape(-1)
+    order = np.argsort(group, kind="stable")
+    g, n = group[order], glb.nrm[order]
+    same = g[1:] == g[:-1]
+    assert same.sum() > 50                                         # UV seams split vertices...
+    angle = np.degrees(np.arccos(np.clip((n[1:][same] * n[:-1][same]).sum(1), -1, 1)))
+    assert np.percentile(angle, 99) < 1.0 and angle.max() < 5.0    # ...but keep (nearly) one normal
+    np.testing.assert_allclose(np.linalg.norm(glb.nrm, axis=1), 1.0, atol=1e-5)
+
+
+def test_normals_crisp_on_hard_edges():
+    """A box: flat sides keep flat normals up to the bevel instead of shading like a pillow."""
+    ov = sdf_to_ovoxel(box_sdf((0.3, 0.3, 0.3)), attrs_fn())
+    glb = Glb(export_glb(gen(ov), small_opts(faces=300)))
+    p = glb.pos.astype(np.float64)[glb.faces]
+    fn = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+    fn /= np.linalg.norm(fn, axis=1, keepdims=True)
+    side = np.abs(fn).max(1) > np.cos(np.radians(5))             # faces of the six flat sides
+    assert side.mean() > 0.3
+    cos = np.einsum("fkj,fj->fk", glb.nrm[glb.faces][side], fn[side])
+    assert cos.min() > np.cos(np.radians(10))

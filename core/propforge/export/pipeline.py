@@ -18,7 +18,8 @@ import numpy as np
 from ..bake import bake_textures, prepare_reference
 from ..errors import InputError
 from ..fileio import write_atomic
-from ..mesh.cleanup import clean_mesh, vertex_normals
+from ..mesh.cleanup import clean_mesh
+from ..mesh.normals import export_normals
 from ..mesh.decimate import decimate
 from ..mesh.uv import unwrap
 from ..options import ExportOptions
@@ -82,7 +83,6 @@ def export_glb(generation: Generation, options: ExportOptions | None = None, pat
         vmap, uv_faces, uvs = unwrap(v, f, options.texture_size)
         lap("uv")
         plan("bake", 0.0, message=f"baking {options.texture_size}px textures")
-        normals = vertex_normals(v, f)[vmap]
         ref = reference.result()
         lap("bake_wait")
         tex = bake_textures(ov, v[vmap], uv_faces, uvs, ref, options.texture_size, timings=t)
@@ -92,8 +92,9 @@ def export_glb(generation: Generation, options: ExportOptions | None = None, pat
                     else (options.alpha_mode, 0.5))
     material = PBRMaterial(base_color_texture=tex.base_color, metallic_roughness_texture=tex.metallic_roughness,
                            alpha_mode=mode, alpha_cutoff=cutoff, double_sided=False)
-    tm = TexturedMesh(v[vmap], uv_faces, uvs=uvs, normals=normals, material=material)
-    stats = {"faces": int(len(uv_faces)), "vertices": int(len(vmap)), "reference_faces": int(len(ref_f)),
+    nmap, out_faces, normals = export_normals(v, f, uv_faces)      # auto-smooth: split at creases
+    tm = TexturedMesh(v[vmap][nmap], out_faces, uvs=uvs[nmap], normals=normals, material=material)
+    stats = {"faces": int(len(out_faces)), "vertices": int(len(nmap)), "reference_faces": int(len(ref_f)),
              "texture_size": options.texture_size, "alpha_mode": mode,
              "texel_coverage": round(float(tex.coverage.mean()), 4)}
     glb = write_glb(tm, options.texture_format, options.height, _metadata(generation, options, stats),
