@@ -300,3 +300,17 @@ def test_texel_projection_lands_on_the_reference_surface():
         assert err[:50].max() < 1.5                                      # far points: brought to the surface
         cos = np.einsum("ij,ij->i", proj / np.linalg.norm(proj, axis=1, keepdims=True), d)
         assert cos[50:].min() > 0.999                                    # moved along the normal only
+
+
+def test_keep_largest_components_fallback():
+    from propforge.mesh.decimate import keep_largest_components
+    base = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], np.float32)
+    tf = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+    sizes = np.linspace(0.01, 0.1, 30)
+    v = np.concatenate([base * s + [3 * i * 0.1, 0, 0] for i, s in enumerate(sizes)]).astype(np.float32)
+    f = np.concatenate([tf + 4 * i for i in range(30)])
+    v2, f2 = keep_largest_components(v, f, 41)
+    assert len(f2) == 40 and len(v2) == 40
+    assert np.ptp(v2[:, 0]) > 0.7 and v2[:, 0].min() >= 3 * 20 * 0.1 - 1e-6     # the ten largest, in order
+    with pytest.raises(RuntimeError, match="largest piece"):
+        keep_largest_components(v, f, 3)
