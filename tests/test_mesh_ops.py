@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from propforge.bake import BlockIndex, fill_empty_texels, rasterize_uv, sample_trilinear, texel_barycentrics
+from propforge.bake import BlockIndex, fill_empty_texels, sample_trilinear
+from propforge.raster import rasterize_uv, texel_barycentrics
 from propforge.errors import InputError
 from propforge.mesh.cleanup import (clean_mesh, edge_topology, merge_duplicate_vertices, remove_degenerate_faces,
                                     remove_duplicate_faces)
@@ -251,7 +252,7 @@ def helicoid(turns: float = 2.0, n_t: int = 200, n_r: int = 6, pitch: float = 0.
 
 
 def test_unwrap_box_charts_no_flips_and_fold_overs_are_cut():
-    from propforge.bake import overlapping_faces
+    from propforge.raster import overlapping_faces
     v, f = helicoid()
     _, bf, buv = unwrap(v, f, 512, method="box")
     assert overlapping_faces(buv, bf, 512)[1] > 0.1              # the naive chart folds over itself

@@ -2,8 +2,8 @@
 
 Each texel centre covered by a UV triangle gets the 3-D point it maps to on the decimated mesh; that
 point is moved onto the dense reference surface (the pre-decimation mesh), the attribute volume is
-sampled there trilinearly, values are quantised by truncation, and empty texels are filled by
-push-pull so bilinear/mip sampling across chart seams never reads black.
+sampled there trilinearly, values are quantised by truncation, and empty texels take the nearest
+covered texel's value so bilinear/mip sampling across chart seams never reads black.
 """
 from __future__ import annotations
 
@@ -16,9 +16,8 @@ from typing import Callable
 import numpy as np
 from scipy.spatial import cKDTree
 
+from .raster import rasterize_uv
 from .types import ATTR_LAYOUT, OVoxel
-
-_RASTER_CHUNK = 1 << 22   # candidate texels per rasteriser pass (bounds memory to ~100 MB)
 
 
 @dataclass
@@ -26,108 +25,6 @@ class BakedTextures:
     base_color: np.ndarray          # uint8 [H, W, 4] RGBA, row 0 <-> v ≈ 0
     metallic_roughness: np.ndarray  # uint8 [H, W, 3] R = 0, G = roughness, B = metallic
     coverage: np.ndarray            # bool [H, W] texels inside some UV triangle
-
-
-def _row_spans(p: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per (triangle, texel row) the column range whose centres may be inside: (face, row, c0, count).
-
-    Rows come from each triangle's y-range; columns from where the row crosses the triangle's
-    edges, widened by a hair so the exact barycentric test decides ties.
-    """
-    y_lo = np.clip(np.ceil(p[:, :, 1].min(1)), 0, size).astype(np.int64)
-    y_hi = np.clip(np.floor(p[:, :, 1].max(1)), -1, size - 1).astype(np.int64)
-    n_rows = np.maximum(y_hi - y_lo + 1, 0)
-    tri = np.repeat(np.arange(len(p)), n_rows)
-    y = (y_lo[tri] + np.arange(len(tri)) - np.repeat(np.cumsum(n_rows) - n_rows, n_rows)).astype(np.float64)
-    xl = np.full(len(tri), np.inf)
-    xr = np.full(len(tri), -np.inf)
-    for a, b in ((0, 1), (1, 2), (2, 0)):
-        xa, ya, xb, yb = p[tri, a, 0], p[tri, a, 1], p[tri, b, 0], p[tri, b, 1]
-        hit = (y >= np.minimum(ya, yb) - 1e-9) & (y <= np.maximum(ya, yb) + 1e-9)
-        flat = ya == yb
-        t = np.clip((y - ya) / np.where(flat, 1.0, yb - ya), 0.0, 1.0)
-        x = xa + t * (xb - xa)
-        xl = np.where(hit, np.minimum(xl, np.where(flat, np.minimum(xa, xb), x)), xl)
-        xr = np.where(hit, np.maximum(xr, np.where(flat, np.maximum(xa, xb), x)), xr)
-    ok = np.isfinite(xl) & np.isfinite(xr)
-    c0 = np.clip(np.ceil(np.where(ok, xl, 0) - 1e-6), 0, size).astype(np.int64)
-    c1 = np.clip(np.floor(np.where(ok, xr, -1) + 1e-6), -1, size - 1).astype(np.int64)
-    return tri, y.astype(np.int64), c0, np.maximum(c1 - c0 + 1, 0)
-
-
-def _covered_texels(uvs: np.ndarray, faces: np.ndarray, size: int):
-    """Yield chunks (face id, flat texel, l1, l2) of texel centres inside UV triangles, in face order."""
-    p = uvs.astype(np.float64)[faces] * size - 0.5                       # texel-centre coordinates
-    v0, v1 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
-    den = v0[:, 0] * v1[:, 1] - v1[:, 0] * v0[:, 1]
-    live = np.abs(den) > 1e-12
-    tri, row, c0, count = _row_spans(p, size)
-    count = np.where(live[tri], count, 0)
-    ends = np.cumsum(count)
-    start = 0
-    while start < len(tri):
-        base = ends[start - 1] if start else 0
-        stop = max(int(np.searchsorted(ends, base + _RASTER_CHUNK, side="right")), start + 1)
-        c = count[start:stop]
-        span = np.repeat(np.arange(start, stop), c)
-        fid = tri[span]
-        x = c0[span] + np.arange(len(span)) - np.repeat(np.cumsum(c) - c, c)
-        y = row[span]
-        dx, dy = x - p[fid, 0, 0], y - p[fid, 0, 1]
-        inv = 1.0 / den[fid]
-        l1 = (dx * v1[fid, 1] - v1[fid, 0] * dy) * inv
-        l2 = (v0[fid, 0] * dy - dx * v0[fid, 1]) * inv
-        inside = (l1 >= -1e-9) & (l2 >= -1e-9) & (l1 + l2 <= 1 + 1e-9)
-        yield fid[inside], (y * size + x)[inside], l1[inside], l2[inside]
-        start = stop
-
-
-def rasterize_uv(uvs: np.ndarray, faces: np.ndarray, size: int, with_bary: bool = False):
-    """Face id per texel (int32 [size, size], -1 = empty): texel centres inside each UV triangle.
-
-    ``with_bary`` also returns float32 [size, size, 2] barycentrics (l1, l2) of each covered texel.
-    Candidates are enumerated per row span (about the covered count, not the bounding boxes);
-    where triangles overlap, the later face wins (as the reference's chunked rasteriser does).
-    """
-    face_img = np.full(size * size, -1, dtype=np.int32)
-    bary_img = np.zeros((size * size, 2), dtype=np.float32) if with_bary else None
-    for fid, tex, l1, l2 in _covered_texels(uvs, faces, size):
-        face_img[tex] = fid
-        if with_bary:
-            bary_img[tex] = np.stack([l1, l2], 1)
-    if with_bary:
-        return face_img.reshape(size, size), bary_img.reshape(size, size, 2)
-    return face_img.reshape(size, size)
-
-
-def overlapping_faces(uvs: np.ndarray, faces: np.ndarray, size: int = 512) -> tuple[np.ndarray, float]:
-    """Faces whose UV triangle covers a texel centre another face also covers, and the share of
-    covered texels that are covered more than once (UV charts folding over each other)."""
-    tex, fid = [], []
-    for f, t, _, _ in _covered_texels(uvs, faces, size):
-        tex.append(t)
-        fid.append(f)
-    if not tex:
-        return np.zeros(0, np.int64), 0.0
-    tex, fid = np.concatenate(tex), np.concatenate(fid)
-    order = np.argsort(tex, kind="stable")
-    tex, fid = tex[order], fid[order]
-    dup = np.flatnonzero(tex[1:] == tex[:-1])
-    covered = len(tex) - len(dup)
-    return np.unique(fid[dup + 1]), float(len(np.unique(tex[dup]))) / max(covered, 1)
-
-
-def texel_barycentrics(uvs: np.ndarray, faces: np.ndarray, texels: np.ndarray, fid: np.ndarray,
-                       size: int) -> np.ndarray:
-    """Barycentrics [K, 3] of texel centres (flat indices) in their UV triangles."""
-    p = uvs.astype(np.float64)[faces[fid]] * size - 0.5
-    x, y = texels % size, texels // size
-    v0, v1 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
-    dx, dy = x - p[:, 0, 0], y - p[:, 0, 1]
-    den = v0[:, 0] * v1[:, 1] - v1[:, 0] * v0[:, 1]
-    l1 = (dx * v1[:, 1] - v1[:, 0] * dy) / den
-    l2 = (v0[:, 0] * dy - dx * v0[:, 1]) / den
-    return np.stack([1.0 - l1 - l2, l1, l2], 1)
 
 
 def project_to_surface(points: np.ndarray, ref_vertices: np.ndarray, ref_normals: np.ndarray,

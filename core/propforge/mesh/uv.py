@@ -127,7 +127,7 @@ def unwrap(vertices: np.ndarray, faces: np.ndarray, texture_size: int = 1024, me
     vertices are split, and the map tells which input vertex each output vertex copies.
     ``method``: "auto" (box charts, xatlas charting if they fold over), "box", or "xatlas".
     """
-    from ..bake import overlapping_faces
+    from ..raster import overlapping_faces
 
     v = np.asarray(vertices, np.float32)
     f = np.asarray(faces, np.int64)
