@@ -339,3 +339,13 @@ def test_normals_crisp_on_hard_edges():
     assert side.mean() > 0.3
     cos = np.einsum("fkj,fj->fk", glb.nrm[glb.faces][side], fn[side])
     assert cos.min() > np.cos(np.radians(10))
+
+
+def test_non_finite_inputs():
+    ov = sdf_to_ovoxel(sphere_sdf(r=24), attrs_fn())
+    ov.attrs[::7] = np.nan                                          # broken attributes: exported, NaN -> 0
+    data = export_glb(gen(ov), small_opts(faces=300))
+    assert len(Glb(data).faces) > 0
+    ov.offsets[3] = np.inf
+    with pytest.raises(InputError, match="non-finite"):
+        export_glb(gen(ov), small_opts(faces=300))

@@ -144,8 +144,8 @@ def parallel_chunks(fn: Callable[[int], None], starts: range) -> None:
 
 
 def quantize(values: np.ndarray) -> np.ndarray:
-    """Spec §4.8: truncate(clip(value·255, 0, 255))."""
-    return np.clip(values * 255.0, 0.0, 255.0).astype(np.uint8)
+    """Spec §4.8: truncate(clip(value·255, 0, 255)); NaN (a broken decoder output) becomes 0."""
+    return np.clip(np.nan_to_num(values * 255.0, nan=0.0), 0.0, 255.0).astype(np.uint8)
 
 
 @dataclass

@@ -19,8 +19,8 @@ from ..bake import bake_textures, prepare_reference
 from ..errors import InputError
 from ..fileio import write_atomic
 from ..mesh.cleanup import clean_mesh
-from ..mesh.normals import export_normals
 from ..mesh.decimate import decimate
+from ..mesh.normals import export_normals
 from ..mesh.uv import unwrap
 from ..options import ExportOptions
 from ..ovoxel.dual_grid import ovoxel_to_mesh
@@ -55,6 +55,8 @@ def export_glb(generation: Generation, options: ExportOptions | None = None, pat
     ov = generation.ovoxel
     if ov.num_voxels == 0:
         raise InputError("nothing to export: the generation has no surface (empty O-Voxel)")
+    if not np.isfinite(ov.offsets).all():
+        raise InputError("cannot export: the O-Voxel has non-finite dual-vertex offsets (NaN/inf)")
     plan = StagePlan(progress, STAGE_WEIGHTS)
     t = timings if timings is not None else {}
     clock = [time.perf_counter(), time.process_time()]
