@@ -315,3 +315,20 @@ def test_keep_largest_components_fallback():
     assert np.ptp(v2[:, 0]) > 0.7 and v2[:, 0].min() >= 3 * 20 * 0.1 - 1e-6     # the ten largest, in order
     with pytest.raises(RuntimeError, match="largest piece"):
         keep_largest_components(v, f, 3)
+
+
+def test_sdf_fast_activation_equals_the_edge_rule():
+    from propforge.ovoxel.from_sdf import _active_mask, _active_mask_edges, active_coords
+    rng = np.random.default_rng(5)
+    sdf = rng.normal(size=(21, 21, 21)).astype(np.float32)
+    sdf[[0, -1]] = 1.0
+    sdf[:, [0, -1]] = 1.0
+    sdf[:, :, [0, -1]] = 1.0                                            # object inside: fast path applies
+    exact = _active_mask_edges(sdf < 0)
+    np.testing.assert_array_equal(_active_mask(sdf < 0), exact)
+    np.testing.assert_array_equal(active_coords(sdf, slab=3), np.argwhere(exact))
+    sdf[0, 5:9, 5:9] = -1.0                                             # touching the boundary: exact path
+    exact = _active_mask_edges(sdf < 0)
+    np.testing.assert_array_equal(_active_mask(sdf < 0), exact)
+    np.testing.assert_array_equal(active_coords(sdf, slab=3), np.argwhere(exact))
+    assert (_active_mask(sdf < 0) != ((sdf[1:, 1:, 1:] < 0) | True)).any()   # non-trivial masks

@@ -27,13 +27,56 @@ def _check_sdf(sdf: np.ndarray) -> np.ndarray:
     sdf = np.asarray(sdf, dtype=np.float32)
     if sdf.ndim != 3 or len(set(sdf.shape)) != 1 or sdf.shape[0] < 3:
         raise InputError(f"SDF grid must be a cube [R+1, R+1, R+1] with R >= 2, got shape {sdf.shape}")
-    if not np.isfinite(sdf).all():
+    if not (np.isfinite(sdf.min()) and np.isfinite(sdf.max())):    # min/max propagate NaN
         raise InputError("SDF grid contains NaN or infinite values")
     return sdf
 
 
+def _boundary_uniform(grid: np.ndarray) -> bool:
+    """True when the vertices on the grid's six faces have one sign (the object does not touch them).
+
+    ``grid``: the SDF (negative = inside) or its boolean "inside" mask.
+    """
+    inside = [(f < 0) if f.dtype != bool else f
+              for f in (grid[0], grid[-1], grid[:, 0], grid[:, -1], grid[:, :, 0], grid[:, :, -1])]
+    n_in = sum(int(f.sum()) for f in inside)
+    return n_in == 0 or n_in == sum(f.size for f in inside)
+
+
 def _active_mask(neg: np.ndarray) -> np.ndarray:
-    """Voxels touching a sign-changing grid edge on an interior line (4 voxels per edge)."""
+    """Voxels touching a sign-changing grid edge on an interior line (4 voxels per edge).
+
+    Every edge on a boundary line lies in a face of the grid; when those faces hold one sign no
+    such edge crosses, and the rule reduces to "the voxel's 8 corners are not all one sign",
+    computed with separable 2x2x2 any/all passes (about half the work of the edge-by-edge rule).
+    """
+    return _mixed_corners(neg) if _boundary_uniform(neg) else _active_mask_edges(neg)
+
+
+def _mixed_corners(neg: np.ndarray) -> np.ndarray:
+    """Voxels whose 8 corner signs are not all equal: separable 2x2x2 any / all."""
+    any_ = neg[1:] | neg[:-1]
+    all_ = neg[1:] & neg[:-1]
+    any_ = any_[:, 1:] | any_[:, :-1]
+    all_ = all_[:, 1:] & all_[:, :-1]
+    return (any_[:, :, 1:] | any_[:, :, :-1]) & ~(all_[:, :, 1:] & all_[:, :, :-1])
+
+
+def active_coords(sdf: np.ndarray, slab: int = 8) -> np.ndarray:
+    """int64 [N, 3] active voxels in x-major order; slabs of x keep the boolean passes in cache."""
+    r = sdf.shape[0] - 1
+    if not _boundary_uniform(sdf):
+        return np.argwhere(_active_mask_edges(sdf < 0)).astype(np.int64)
+    out = []
+    for i0 in range(0, r, slab):
+        c = np.argwhere(_mixed_corners(sdf[i0:min(r, i0 + slab) + 1] < 0))
+        c[:, 0] += i0
+        out.append(c)
+    return np.concatenate(out).astype(np.int64)
+
+
+def _active_mask_edges(neg: np.ndarray) -> np.ndarray:
+    """The spec §3.1 rule edge by edge (general case: the surface reaches the grid boundary)."""
     r = neg.shape[0] - 1
     act = np.zeros((r, r, r), dtype=bool)
     for axis in range(3):
@@ -57,16 +100,20 @@ def _active_mask(neg: np.ndarray) -> np.ndarray:
 
 
 def _dual_vertices(corner_vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Offsets [N, 3] (mean of edge crossings, voxel units) and crossing mask [N, 12] per voxel."""
+    """Offsets [N, 3] (mean of edge crossings, voxel units) and crossing mask [N, 12] per voxel.
+
+    Crossing point of edge e = start corner + t·step, so the sum over crossing edges is two small
+    matrix products: crosses @ start_corners + (crosses·t) @ steps.
+    """
     va = corner_vals[:, _EDGES[:, 0]]
     vb = corner_vals[:, _EDGES[:, 1]]
     crosses = (va < 0) != (vb < 0)
-    t = np.where(crosses, va / np.where(crosses, va - vb, 1.0), 0.0)
-    pa = _CORNERS[_EDGES[:, 0]].astype(np.float32)           # [12, 3]
+    t = np.where(crosses, va / np.where(crosses, va - vb, 1.0), 0.0).astype(np.float32)
+    start = _CORNERS[_EDGES[:, 0]].astype(np.float32)        # [12, 3]
     step = (_CORNERS[_EDGES[:, 1]] - _CORNERS[_EDGES[:, 0]]).astype(np.float32)
-    pts = pa[None] + t[..., None] * step[None]               # [N, 12, 3]
-    cnt = crosses.sum(1, keepdims=True)
-    offsets = (pts * crosses[..., None]).sum(1) / np.maximum(cnt, 1)
+    c = crosses.astype(np.float32)
+    total = c @ start + t @ step                              # t is already 0 where no crossing
+    offsets = total / np.maximum(c.sum(1, keepdims=True), 1.0)
     return np.clip(offsets, 0.0, 1.0).astype(np.float32), crosses
 
 
@@ -81,7 +128,7 @@ def sdf_to_ovoxel(sdf: np.ndarray, attrs_fn: AttrsFn, aabb: np.ndarray = UNIT_AA
     sdf = _check_sdf(sdf)
     aabb = np.asarray(aabb, dtype=np.float32).reshape(2, 3)
     r = sdf.shape[0] - 1
-    coords = np.argwhere(_active_mask(sdf < 0)).astype(np.int64)
+    coords = active_coords(sdf)
     corner_idx = coords[:, None, :] + _CORNERS[None]                         # [N, 8, 3]
     vals = sdf[corner_idx[..., 0], corner_idx[..., 1], corner_idx[..., 2]]  # [N, 8]
     offsets, _ = _dual_vertices(vals)
