@@ -525,31 +525,43 @@ def _uv_footprint(mesh: TexturedMesh, face: np.ndarray, tri_grid: np.ndarray) ->
     return 0.5 * np.sqrt(area_uv / np.maximum(area_xyz, 1e-30))
 
 
+def _varies(mesh: TexturedMesh) -> bool:
+    """Whether the material changes over the surface (textures with UVs, or vertex colours)."""
+    mat = mesh.material
+    textured = mesh.uvs is not None and (mat.base_color_texture is not None or mat.metallic_roughness_texture is not None)
+    return textured or mesh.vertex_colors is not None
+
+
 def _attributes(soup: _Soup, meshes: Sequence[TexturedMesh], tri: np.ndarray, vox: np.ndarray,
                 coords: np.ndarray, mipmap: bool = True) -> np.ndarray:
-    """Weighted mean of material samples over the (triangle, voxel) pairs of the crossing rule."""
+    """Weighted mean of material samples over the (triangle, voxel) pairs of the crossing rule.
+
+    Pairs come out of the unique() sorted by triangle, hence grouped by mesh; a mesh whose material
+    is uniform skips the closest-point search and texture lookups altogether.
+    """
     N = len(coords)
     pair = np.unique(tri.astype(np.int64) * N + vox)
     tri, vox = pair // N, pair % N
-    acc, wsum = np.zeros((N, ATTR_CHANNELS)), np.zeros(N)
+    centre = coords[vox] + 0.5
+    w = np.clip(1.0 - np.abs((soup.normal[tri] * centre).sum(1) + soup.d0[tri]) / soup.R, 1e-3, None)
+    vals = np.empty((len(tri), ATTR_CHANNELS), np.float32)
     first_face = np.cumsum([0] + [len(m.faces) for m in meshes])
-    for lo in range(0, len(tri), _BUDGET):
-        t, v = tri[lo:lo + _BUDGET], vox[lo:lo + _BUDGET]
-        centre = coords[v] + 0.5
-        tri_grid = soup.tri(t)
-        lam = _project_bary(tri_grid, centre)
-        dist = np.abs((soup.normal[t] * centre).sum(1) + soup.d0[t]) / soup.R
-        w = np.clip(1.0 - dist, 1e-3, None)
-        mid = soup.mesh_id[t]
-        vals = np.empty((len(t), ATTR_CHANNELS))
-        for m in np.unique(mid):
-            sel = mid == m
-            face = soup.keep[t[sel]] - first_face[m]
-            fp = _uv_footprint(meshes[m], face, tri_grid[sel]) if mipmap else None
-            vals[sel] = surface_attrs(meshes[m], face, lam[sel], fp)
-        _scatter(acc, v, vals * w[:, None])
-        wsum += np.bincount(v, weights=w, minlength=N)
-    return acc / np.maximum(wsum, 1e-12)[:, None]
+    bounds = np.searchsorted(soup.mesh_id[tri], np.arange(len(meshes) + 1))
+    for m, mesh in enumerate(meshes):
+        if not _varies(mesh):
+            vals[bounds[m]:bounds[m + 1]] = surface_attrs(mesh, np.zeros(1, np.int64), np.full((1, 3), 1 / 3))
+            continue
+        for lo in range(bounds[m], bounds[m + 1], _BUDGET):
+            sl = slice(lo, min(lo + _BUDGET, bounds[m + 1]))
+            t = tri[sl]
+            tri_grid, face = soup.tri(t), soup.keep[t] - first_face[m]
+            fp = _uv_footprint(mesh, face, tri_grid) if mipmap else None
+            vals[sl] = surface_attrs(mesh, face, _project_bary(tri_grid, centre[sl]), fp)
+    acc = np.zeros((N, ATTR_CHANNELS))
+    for lo in range(0, len(tri), 8 * _BUDGET):                # few large scatters, not one per mesh
+        sl = slice(lo, lo + 8 * _BUDGET)
+        _scatter(acc, vox[sl], vals[sl] * w[sl, None])
+    return acc / np.maximum(np.bincount(vox, weights=w, minlength=N), 1e-12)[:, None]
 
 
 # ---------------------------------------------------------------- driver
@@ -580,7 +592,9 @@ def _check_inputs(meshes: Sequence[TexturedMesh | Mesh], resolution: int, aabb: 
     for i, m in enumerate(out):
         if len(m.faces) and (m.faces.min() < 0 or m.faces.max() >= len(m.vertices)):
             raise InputError(f"mesh {i}: face indices outside its {len(m.vertices)} vertices")
-        used = m.vertices[np.unique(m.faces)]
+        mask = np.zeros(len(m.vertices), bool)
+        mask[m.faces.reshape(-1)] = True
+        used = m.vertices[mask]
         if not np.isfinite(used).all():
             raise InputError(f"mesh {i}: vertices contain NaN or infinity")
         if (used < aabb[0] - 1e-6).any() or (used > aabb[1] + 1e-6).any():
