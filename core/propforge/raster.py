@@ -53,16 +53,18 @@ def _covered_texels(uvs: np.ndarray, faces: np.ndarray, size: int):
         base = ends[start - 1] if start else 0
         stop = max(int(np.searchsorted(ends, base + _RASTER_CHUNK, side="right")), start + 1)
         c = count[start:stop]
-        span = np.repeat(np.arange(start, stop), c)
-        fid = tri[span]
-        x = c0[span] + np.arange(len(span)) - np.repeat(np.cumsum(c) - c, c)
-        y = row[span]
-        dx, dy = x - p[fid, 0, 0], y - p[fid, 0, 1]
-        inv = 1.0 / den[fid]
-        l1 = (dx * v1[fid, 1] - v1[fid, 0] * dy) * inv
-        l2 = (v0[fid, 0] * dy - dx * v0[fid, 1]) * inv
+        f = tri[start:stop]
+        x0, y = c0[start:stop], row[start:stop]
+        dx0, dy = x0 - p[f, 0, 0], y - p[f, 0, 1]
+        inv = 1.0 / den[f]
+        l1s, g1 = (dx0 * v1[f, 1] - v1[f, 0] * dy) * inv, v1[f, 1] * inv      # barycentrics are linear
+        l2s, g2 = (v0[f, 0] * dy - dx0 * v0[f, 1]) * inv, -v0[f, 1] * inv     # along a row: start + k·step
+        k = np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c)
+        l1 = np.repeat(l1s, c) + k * np.repeat(g1, c)
+        l2 = np.repeat(l2s, c) + k * np.repeat(g2, c)
         inside = (l1 >= -1e-9) & (l2 >= -1e-9) & (l1 + l2 <= 1 + 1e-9)
-        yield fid[inside], (y * size + x)[inside], l1[inside], l2[inside]
+        tex = np.repeat(y * size + x0, c) + k
+        yield np.repeat(f, c)[inside], tex[inside], l1[inside], l2[inside]
         start = stop
 
 
