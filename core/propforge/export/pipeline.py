@@ -39,9 +39,12 @@ def _version() -> str:
 def _metadata(generation: Generation, options: ExportOptions, stats: dict[str, Any]) -> dict[str, Any]:
     opts = dict(generation.options)
     opts["export"] = asdict(options)
-    return {"generator": generation.generator, "options": opts, "seed": int(generation.seed),
+    meta = {"generator": generation.generator, "options": opts, "seed": int(generation.seed),
             "source_sha256": generation.source_sha256, "notes": generation.notes,
-            "propforge_version": _version(), "stats": stats, **({"extras": generation.extras} if generation.extras else {})}
+            "propforge_version": _version(), "stats": stats}
+    if generation.extras:
+        meta["extras"] = generation.extras
+    return meta
 
 
 def export_glb(generation: Generation, options: ExportOptions | None = None, path: str | os.PathLike | None = None,
@@ -76,7 +79,7 @@ def export_glb(generation: Generation, options: ExportOptions | None = None, pat
     lap("cleanup")
     if len(ref_f) == 0:
         raise InputError("nothing to export: the O-Voxel's surface has no faces after clean-up")
-    with ThreadPoolExecutor(1) as pool:     # reference normals, k-d tree, voxel index: overlap with xatlas
+    with ThreadPoolExecutor(1) as pool:     # reference normals + voxel index, overlapping decimation/UV
         reference = pool.submit(prepare_reference, ov, ref_v, ref_f, ref_voxel)
         plan("mesh", 0.5, message=f"decimating {len(ref_f)} faces to at most {options.faces}")
         v, f = decimate(ref_v, ref_f, options.faces, extent=extent)
