@@ -53,8 +53,6 @@ def main() -> None:
     ap.add_argument("--out", default="")
     args = ap.parse_args()
 
-    import torch  # noqa: F401  (report versions only)
-
     from propforge import __version__
     from propforge.export import export_glb
     from propforge.options import ExportOptions

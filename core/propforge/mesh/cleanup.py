@@ -63,7 +63,8 @@ def flip_faces(faces: np.ndarray, topo: EdgeTopology, flip: np.ndarray) -> tuple
     new_h = np.where(flip[h // 3], h - k + (1 - k) % 3, h)
     edge_of = np.empty_like(topo.edge_of)
     edge_of[new_h] = topo.edge_of
-    return np.where(flip[:, None], faces[:, ::-1], faces), EdgeTopology(edge_of, topo.count, new_h[topo.order], topo.starts)
+    flipped = np.where(flip[:, None], faces[:, ::-1], faces)
+    return flipped, EdgeTopology(edge_of, topo.count, new_h[topo.order], topo.starts)
 
 
 def face_normals(vertices: np.ndarray, faces: np.ndarray, unit: bool = True) -> np.ndarray:
