@@ -1,6 +1,7 @@
 """Benchmark: O-Voxel at 512 (a detailed SDF shape) -> GLB with 2048 px textures on the CPU (target <= 10 s).
 
     python benchmarks/export_bench.py [--resolution 512] [--texture-size 2048] [--faces 20000] [--repeat 1]
+                                      [--unwrap auto|box|xatlas]
 
 Prints per-step timings (dual grid, clean-up, decimation, UV, bake, encode) and the total; the
 O-Voxel construction (sdf_to_ovoxel) is timed separately because it belongs to the generator.
@@ -50,6 +51,7 @@ def main() -> None:
     ap.add_argument("--faces", type=int, default=20000)
     ap.add_argument("--format", default="png")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--unwrap", default="auto", choices=["auto", "box", "xatlas"])
     ap.add_argument("--out", default="")
     args = ap.parse_args()
 
@@ -70,7 +72,8 @@ def main() -> None:
     for rep in range(args.repeat):
         timings: dict[str, float] = {}
         t, c = time.perf_counter(), time.process_time()
-        glb = export_glb(Generation(ov, "benchmark", 0), opts, path=args.out or None, timings=timings)
+        glb = export_glb(Generation(ov, "benchmark", 0), opts, path=args.out or None, timings=timings,
+                         unwrap_method=args.unwrap)
         total, total_cpu = time.perf_counter() - t, time.process_time() - c
         steps = ", ".join(f"{k} {v:.2f}/{timings['cpu:' + k]:.2f}" for k, v in timings.items() if ":" not in k)
         steps += "; bake CPU: " + ", ".join(f"{k[9:]} {v:.2f}" for k, v in timings.items() if k.startswith("cpu:bake."))

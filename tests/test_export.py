@@ -349,3 +349,10 @@ def test_non_finite_inputs():
     ov.offsets[3] = np.inf
     with pytest.raises(InputError, match="non-finite"):
         export_glb(gen(ov), small_opts(faces=300))
+
+
+def test_xatlas_unwrap_path_exports_valid_glb(assert_valid_glb):
+    ov = sdf_to_ovoxel(sphere_sdf(r=32), attrs_fn(split=True))
+    data = export_glb(gen(ov), small_opts(faces=600), unwrap_method="xatlas")
+    assert_valid_glb(data)
+    assert 0 < len(Glb(data).faces) <= 600

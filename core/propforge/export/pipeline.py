@@ -48,9 +48,11 @@ def _metadata(generation: Generation, options: ExportOptions, stats: dict[str, A
 
 
 def export_glb(generation: Generation, options: ExportOptions | None = None, path: str | os.PathLike | None = None,
-               progress: ProgressCallback | None = None, timings: dict[str, float] | None = None) -> bytes:
+               progress: ProgressCallback | None = None, timings: dict[str, float] | None = None,
+               unwrap_method: str = "auto") -> bytes:
     """GLB bytes of ``generation`` (and an atomic write to ``path``).
 
+    ``unwrap_method``: "auto" (box charts packed by xatlas), "box" or "xatlas" (see mesh/uv.py).
     ``timings`` collects per-step wall seconds under the step name and process CPU seconds under
     ``"cpu:" + name`` (on a shared machine the CPU figure is the steadier one).
     """
@@ -85,7 +87,7 @@ def export_glb(generation: Generation, options: ExportOptions | None = None, pat
         v, f = decimate(ref_v, ref_f, options.faces, extent=extent)
         lap("decimate")
         plan("uv", 0.0, message=f"unwrapping {len(f)} faces")
-        vmap, uv_faces, uvs = unwrap(v, f, options.texture_size)
+        vmap, uv_faces, uvs = unwrap(v, f, options.texture_size, method=unwrap_method)
         lap("uv")
         plan("bake", 0.0, message=f"baking {options.texture_size}px textures")
         ref = reference.result()
