@@ -237,6 +237,26 @@ def test_unreadable_inputs_raise_input_error(tmp_path):
         load_gltf(g)
 
 
+def huge_png_header(width: int, height: int) -> bytes:
+    """A valid-looking PNG whose header claims width x height (a decompression bomb)."""
+    import zlib
+
+    data = bytearray(png_bytes(np.zeros((1, 1, 4), np.uint8)))
+    struct.pack_into(">II", data, 16, width, height)                  # IHDR width/height
+    struct.pack_into(">I", data, 29, zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
+    return bytes(data)
+
+
+def test_texture_decompression_bomb_is_refused(tmp_path):
+    b = Builder()
+    mat = b.texture_material(np.zeros((1, 1, 4), np.uint8))
+    b.g.bufferViews[b.g.images[0].bufferView] = pygltflib.BufferView(buffer=0, byteOffset=0, byteLength=0)
+    b.g.images[0] = pygltflib.Image(bufferView=b.view(huge_png_header(30000, 30000)), mimeType="image/png")
+    path = b.save(tmp_path / "bomb.glb", [b.node(mesh=b.mesh(TRI, [0, 1, 2], uv=np.zeros((3, 2)), material=mat))])
+    with pytest.raises(InputError, match="30000x30000|too large"):
+        load_gltf(path)
+
+
 def test_compressed_assets_are_refused_by_name(tmp_path):
     b = Builder()
     b.g.extensionsUsed = b.g.extensionsRequired = ["KHR_draco_mesh_compression"]

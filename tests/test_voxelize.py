@@ -205,6 +205,19 @@ def test_factors_vertex_colours_and_alpha_modes():
     np.testing.assert_allclose(mesh_to_ovoxel(m2, 16).attrs[:, 0], 0.0, atol=1e-6)
 
 
+def test_rgb_and_gray_textures_are_accepted():
+    quad, _ = checker_quad()
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    rgb[..., 1] = 255
+    gray = np.full((4, 4), 51, np.uint8)
+    m = TexturedMesh(quad.vertices, quad.faces, uvs=quad.uvs,
+                     material=PBRMaterial(base_color_texture=rgb, metallic_roughness_texture=gray, alpha_mode="BLEND"))
+    ov = mesh_to_ovoxel(m, 16)
+    np.testing.assert_allclose(ov.attrs[:, :3], np.tile([0.0, 1.0, 0.0], (ov.num_voxels, 1)), atol=1e-6)
+    np.testing.assert_allclose(ov.attrs[:, 3:5], 0.2, atol=1e-6)     # gray MR: B = G = 51/255
+    np.testing.assert_allclose(ov.attrs[:, 5], 1.0)                   # no alpha channel = opaque
+
+
 def test_sample_texture_wrap_modes():
     tex = np.arange(4, dtype=np.uint8).reshape(1, 4, 1) * 60              # one row: 0 60 120 180
     at = np.array([[1.125, 0.5], [-0.125, 0.5]])                         # texel 0 centre, shifted by ±1

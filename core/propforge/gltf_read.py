@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from .types import PBRMaterial, TexturedMesh
 _DTYPES = {5120: np.int8, 5121: np.uint8, 5122: np.int16, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
 _NCOMP = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT2": 4, "MAT3": 9, "MAT4": 16}
 _NORM_DIV = {np.int8: 127.0, np.uint8: 255.0, np.int16: 32767.0, np.uint16: 65535.0, np.uint32: 4294967295.0}
-MAX_TEXTURE_PIXELS = 16384 * 16384   # decompression-bomb guard for embedded images
+MAX_TEXTURE_PIXELS = 16384 * 8192    # decompression-bomb guard for embedded images (checked before decoding)
 REPEAT, CLAMP_TO_EDGE, MIRRORED_REPEAT = 10497, 33071, 33648
 #: Required extensions that change how buffers or images decode; reading past them would give garbage.
 UNSUPPORTED_REQUIRED = {"KHR_draco_mesh_compression", "EXT_meshopt_compression", "KHR_meshopt_compression",
@@ -159,12 +160,17 @@ class _Doc:
 def _decode_image(data: bytes, what: str) -> np.ndarray:
     """Decode PNG/JPEG/WebP bytes to RGBA uint8 with a size guard; 16-bit and palette images handled."""
     try:
-        im = Image.open(io.BytesIO(data))
-        if im.width * im.height > MAX_TEXTURE_PIXELS:
-            raise InputError(f"{what} is {im.width}x{im.height} pixels, above the {MAX_TEXTURE_PIXELS} pixel limit")
-        im.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            if im.width * im.height > MAX_TEXTURE_PIXELS:
+                raise InputError(f"{what} is {im.width}x{im.height} pixels, above the limit of "
+                                 f"{MAX_TEXTURE_PIXELS} pixels")
+            im.load()
     except InputError:
         raise
+    except Image.DecompressionBombError as e:
+        raise InputError(f"{what} is too large to decode safely ({e})") from None
     except Exception as e:
         raise InputError(f"{what} cannot be decoded ({type(e).__name__}: {e}); "
                          "supported texture formats: PNG, JPEG, WebP") from None

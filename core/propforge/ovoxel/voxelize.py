@@ -447,6 +447,16 @@ def sample_texture_mip(tex: np.ndarray, uv: np.ndarray, wrap: tuple[int, int], f
     return out
 
 
+def _channels(tex: np.ndarray, want: int) -> np.ndarray:
+    """A texture as [H, W, >=want-ish] uint8: gray is replicated; RGB gets no alpha (treated as 1)."""
+    tex = np.asarray(tex)
+    if tex.ndim == 2:
+        tex = tex[..., None]
+    if tex.shape[2] < 3:
+        tex = np.concatenate([np.repeat(tex[..., :1], 3, 2), tex[..., 1:2]], 2)
+    return tex[..., :want] if tex.shape[2] > want else tex
+
+
 def surface_attrs(mesh: TexturedMesh, face: np.ndarray, bary: np.ndarray,
                   footprint: np.ndarray | None = None) -> np.ndarray:
     """PBR attributes [K, 6] (ATTR_LAYOUT) of ``mesh`` at barycentric points of faces ``face``.
@@ -460,10 +470,12 @@ def surface_attrs(mesh: TexturedMesh, face: np.ndarray, bary: np.ndarray,
     corners = mesh.faces[face]
     uv = None
     if mesh.uvs is not None:
-        uv = np.einsum("kv,kvj->kj", bary, mesh.uvs[corners].astype(np.float64))
+        uv = np.nan_to_num(np.einsum("kv,kvj->kj", bary, mesh.uvs[corners].astype(np.float64)),
+                           nan=0.0, posinf=0.0, neginf=0.0)
     rgba = np.ones((K, 4))
     if mat.base_color_texture is not None and uv is not None:
-        rgba = _lookup(mat.base_color_texture, uv, mat.base_color_sampler_wrap, footprint)
+        got = _lookup(_channels(mat.base_color_texture, 4), uv, mat.base_color_sampler_wrap, footprint)
+        rgba[:, :got.shape[1]] = got
     factor = np.asarray(mat.base_color_factor, np.float64)
     vc = None
     if mesh.vertex_colors is not None:
@@ -476,7 +488,7 @@ def surface_attrs(mesh: TexturedMesh, face: np.ndarray, bary: np.ndarray,
     out[:, 0:3] = rgb
     mr = np.ones((K, 3))
     if mat.metallic_roughness_texture is not None and uv is not None:
-        mr = _lookup(mat.metallic_roughness_texture, uv, mat.base_color_sampler_wrap, footprint)
+        mr = _lookup(_channels(mat.metallic_roughness_texture, 3), uv, mat.base_color_sampler_wrap, footprint)
     out[:, 3] = mr[:, 2] * mat.metallic_factor
     out[:, 4] = mr[:, 1] * mat.roughness_factor
     if mat.alpha_mode == "OPAQUE":
