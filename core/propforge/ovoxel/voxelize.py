@@ -569,6 +569,9 @@ def _attributes(soup: _Soup, meshes: Sequence[TexturedMesh], tri: np.ndarray, vo
             tri_grid, face = soup.tri(t), soup.keep[t] - first_face[m]
             fp = _uv_footprint(mesh, face, tri_grid) if mipmap else None
             vals[sl] = surface_attrs(mesh, face, _project_bary(tri_grid, centre[sl]), fp)
+    for mesh in meshes:                                         # release this call's mip pyramids
+        for tex in (mesh.material.base_color_texture, mesh.material.metallic_roughness_texture):
+            _PYRAMIDS.pop(id(tex), None)
     acc = np.zeros((N, ATTR_CHANNELS))
     for lo in range(0, len(tri), 8 * _BUDGET):                # few large scatters, not one per mesh
         sl = slice(lo, lo + 8 * _BUDGET)
