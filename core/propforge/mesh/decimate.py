@@ -14,8 +14,11 @@ from .cleanup import clean_mesh
 def _simplify(vertices: np.ndarray, faces: np.ndarray, target: int) -> tuple[np.ndarray, np.ndarray]:
     import fast_simplification
 
+    # agg 3 instead of the library's 7: the collapse threshold grows more slowly, so thin extremities
+    # survive (agg 7 trimmed Fox's feet by 6 voxels at R = 512 and pushed vertices 8 voxels outside the
+    # bounds; on the export benchmark max deviation 1.77 -> 0.74 voxels) at about the same speed
     v, f = fast_simplification.simplify(vertices.astype(np.float32), faces.astype(np.int32),
-                                        target_count=int(target), agg=7.0)
+                                        target_count=int(target), agg=3.0)
     return np.asarray(v, np.float32), np.asarray(f, np.int32)
 
 
