@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from propforge.ovoxel.voxelize import _expand, _project_bary, surface_attrs
+from propforge.ovoxel.material import surface_attrs
+from propforge.ovoxel.voxelize import _expand, _project_bary
 from propforge.types import TexturedMesh
 
 

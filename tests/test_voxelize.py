@@ -6,7 +6,7 @@ import pytest
 
 from propforge.errors import InputError
 from propforge.ovoxel import mesh_to_ovoxel, ovoxel_to_mesh, sample_attrs_trilinear
-from propforge.ovoxel.voxelize import sample_texture
+from propforge.ovoxel.material import sample_texture
 from propforge.types import Mesh, OVoxel, PBRMaterial, TexturedMesh
 
 CUBE_FACES = np.array([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
@@ -228,7 +228,7 @@ def test_sample_texture_wrap_modes():
 
 def test_mip_pyramid_averages_channels_straight():
     """Transparent texels keep their colour in coarser levels (no alpha premultiplication)."""
-    from propforge.ovoxel.voxelize import mip_pyramid, sample_texture_mip
+    from propforge.ovoxel.material import mip_pyramid, sample_texture_mip
 
     tex = np.zeros((8, 6, 4), np.uint8)
     tex[..., 0] = 200
