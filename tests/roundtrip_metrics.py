@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from propforge.ovoxel.material import surface_attrs
-from propforge.ovoxel.voxelize import _expand, _project_bary
+from propforge.ovoxel.voxelize import expand_counts, closest_barycentric
 from propforge.types import TexturedMesh
 
 
@@ -46,7 +46,7 @@ def closest_on_mesh(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
     hi = np.floor((thi + cap - origin) / cap).astype(np.int64)
     dims = np.maximum(hi.max(0), np.floor((points.max(0) - origin) / cap).astype(np.int64)) + 1
     n = hi - lo + 1
-    t, loc = _expand(n.prod(1))
+    t, loc = expand_counts(n.prod(1))
     ny_nz = n[t, 1] * n[t, 2]
     cell = np.stack([lo[t, 0] + loc // ny_nz, lo[t, 1] + loc // n[t, 2] % n[t, 1], lo[t, 2] + loc % n[t, 2]], 1)
     key = (cell[:, 0] * dims[1] + cell[:, 1]) * dims[2] + cell[:, 2]
@@ -58,7 +58,7 @@ def closest_on_mesh(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
         c = np.floor((q - origin) / cap).astype(np.int64)
         qk = (c[:, 0] * dims[1] + c[:, 1]) * dims[2] + c[:, 2]
         a, b = np.searchsorted(key, qk, "left"), np.searchsorted(key, qk, "right")
-        qi, j = _expand(b - a)
+        qi, j = expand_counts(b - a)
         if len(qi) == 0:
             continue
         cand = t[a[qi] + j]
@@ -66,7 +66,7 @@ def closest_on_mesh(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
         np.minimum.at(ub, qi, np.linalg.norm(centroid[cand] - q[qi], axis=1))
         keep = np.linalg.norm(q[qi] - np.clip(q[qi], tlo[cand], thi[cand]), axis=1) <= ub[qi]
         qi, cand = qi[keep], cand[keep]
-        lam = _project_bary(tri[cand], q[qi])
+        lam = closest_barycentric(tri[cand], q[qi])
         d = np.linalg.norm(np.einsum("kv,kvj->kj", lam, tri[cand]) - q[qi], axis=1)
         first = np.lexsort((d, qi))
         first = first[np.r_[True, qi[first][1:] != qi[first][:-1]]]

@@ -48,7 +48,7 @@ def surface_points(mesh: Mesh, n: int, seed: int = 0) -> np.ndarray:
 
 def point_mesh_distance(p: np.ndarray, mesh: Mesh) -> np.ndarray:
     """Exact distance of each point to a (small) triangle mesh, brute force in chunks."""
-    from propforge.ovoxel.voxelize import _project_bary
+    from propforge.ovoxel.voxelize import closest_barycentric
 
     tri = mesh.vertices[mesh.faces].astype(np.float64)
     out = np.empty(len(p))
@@ -56,7 +56,7 @@ def point_mesh_distance(p: np.ndarray, mesh: Mesh) -> np.ndarray:
     for i in range(0, len(p), step):
         q = np.repeat(p[i:i + step], len(tri), 0)
         t = np.tile(tri, (len(p[i:i + step]), 1, 1))
-        closest = np.einsum("kv,kvj->kj", _project_bary(t, q), t)
+        closest = np.einsum("kv,kvj->kj", closest_barycentric(t, q), t)
         out[i:i + step] = np.linalg.norm(closest - q, axis=1).reshape(-1, len(tri)).min(1)
     return out
 

@@ -46,7 +46,7 @@ _SYM = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]   # packed symmetric 3x3
 
 # ---------------------------------------------------------------- small array helpers
 
-def _expand(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def expand_counts(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For per-item counts, the item index and the local index 0..count-1 of every expanded slot."""
     counts = counts.astype(np.int64)
     owner = np.repeat(np.arange(len(counts)), counts)
@@ -137,7 +137,7 @@ def _crossings(soup: _Soup) -> tuple[np.ndarray, ...]:
         nk = np.clip(np.minimum(np.floor(pc.max(1)), R - 1).astype(np.int64) - k0 + 1, 0, None)
         counts = np.where(np.abs(area) > 1e-12, nj * nk, 0)
         for ids in _chunks(counts):
-            owner, loc = _expand(counts[ids])
+            owner, loc = expand_counts(counts[ids])
             t = ids[owner]
             j = j0[t] + loc // nk[t]
             k = k0[t] + loc % nk[t]
@@ -224,7 +224,7 @@ def _face_overlaps(soup: _Soup, voxel_keys: np.ndarray) -> Iterator[tuple[np.nda
         nc = np.clip(np.floor(tri_a[:, :, c].max(1)), 0, R - 1).astype(np.int64) - c0 + 1
         counts = nb * nc
         for ids in _chunks(counts, _BUDGET // 4):
-            owner, loc = _expand(counts[ids])
+            owner, loc = expand_counts(counts[ids])
             li = ids[owner]                          # index into ts
             t = ts[li]
             cb, cc = b0[li] + loc // nc[li], c0[li] + loc % nc[li]
@@ -234,7 +234,7 @@ def _face_overlaps(soup: _Soup, voxel_keys: np.ndarray) -> Iterator[tuple[np.nda
             hi = np.minimum(np.max(corner_a, 0), tri_all[t, :, a].max(1))
             lo_i = np.clip(np.floor(lo), 0, R - 1).astype(np.int64)
             cnt = np.where(hi >= lo, np.clip(np.floor(hi), 0, R - 1).astype(np.int64) - lo_i + 1, 0)
-            own2, loc2 = _expand(cnt)
+            own2, loc2 = expand_counts(cnt)
             vox = np.empty((len(own2), 3), np.int64)
             vox[:, a], vox[:, b], vox[:, c] = lo_i[own2] + loc2, cb[own2], cc[own2]
             t2 = t[own2]
@@ -270,7 +270,7 @@ def _segment_voxels(s: np.ndarray, e: np.ndarray, R: int) -> tuple[np.ndarray, n
         lo, hi = np.minimum(s[:, a], e[:, a]), np.maximum(s[:, a], e[:, a])
         first = np.floor(lo).astype(np.int64) + 1
         cnt = np.clip(np.ceil(hi).astype(np.int64) - first, 0, None)
-        own, loc = _expand(cnt)
+        own, loc = expand_counts(cnt)
         ts.append((first[own] + loc - s[own, a]) / d[own, a])
         segs.append(own)
     t, seg = np.concatenate(ts), np.concatenate(segs)
@@ -364,7 +364,7 @@ def _solve_in_box(A: np.ndarray, b: np.ndarray, c: np.ndarray, lo: np.ndarray) -
 
 # ---------------------------------------------------------------- attributes (§3.4)
 
-def _project_bary(tri: np.ndarray, p: np.ndarray) -> np.ndarray:
+def closest_barycentric(tri: np.ndarray, p: np.ndarray) -> np.ndarray:
     """Barycentrics of the point of each triangle closest to p (plane projection, else nearest edge)."""
     e0, e1, w = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], p - tri[:, 0]
     d00, d01, d11 = (e0 * e0).sum(1), (e0 * e1).sum(1), (e1 * e1).sum(1)
@@ -433,7 +433,7 @@ def _attributes(soup: _Soup, meshes: Sequence[TexturedMesh], tri: np.ndarray, vo
             t = tri[sl]
             tri_grid, face = soup.tri(t), soup.keep[t] - first_face[m]
             fp = _uv_footprint(mesh, face, tri_grid) if mipmap else None
-            vals[sl] = surface_attrs(mesh, face, _project_bary(tri_grid, centre[sl]), fp)
+            vals[sl] = surface_attrs(mesh, face, closest_barycentric(tri_grid, centre[sl]), fp)
     for mesh in meshes:                                         # release this call's mip pyramids
         for tex in (mesh.material.base_color_texture, mesh.material.metallic_roughness_texture):
             _PYRAMIDS.pop(id(tex), None)
