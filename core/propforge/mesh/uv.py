@@ -21,7 +21,7 @@ from .cleanup import edge_topology, face_normals
 
 _DIRS = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], np.float64)
 MIN_SCORE = 0.35          # a face may only join a direction it faces at less than ~70°
-MAX_OVERLAP = 2e-3        # share of doubly covered texels (at 512²) accepted; above: cut loose, then xatlas
+MAX_OVERLAP = 2e-3        # share of doubly covered texels left after cutting loose; above: xatlas charting
 
 
 def padding_for(texture_size: int) -> int:
@@ -121,6 +121,21 @@ def _atlas(vertices: np.ndarray, faces: np.ndarray, texture_size: int, uvs: np.n
             np.clip(np.asarray(out_uvs, np.float32), 0.0, 1.0))
 
 
+def _chart_overlaps(uvs: np.ndarray, faces: np.ndarray, texels: float = 2.5e5) -> tuple[np.ndarray, float]:
+    """Fold-overs inside charts, found before packing: rasterise the laid-out charts at a density
+    giving about ``texels`` covered texels (what a 512² atlas holds) and look for shared texels."""
+    from ..raster import overlapping_faces
+
+    lo = uvs.min(0)
+    extent = float((uvs.max(0) - lo).max()) or 1.0
+    unit = (uvs - lo) / extent
+    q = unit[faces].astype(np.float64)
+    area = 0.5 * np.abs((q[:, 1, 0] - q[:, 0, 0]) * (q[:, 2, 1] - q[:, 0, 1])
+                        - (q[:, 2, 0] - q[:, 0, 0]) * (q[:, 1, 1] - q[:, 0, 1])).sum()
+    size = int(np.clip(np.sqrt(texels / max(area, 1e-12)), 64, 1 << 20))
+    return overlapping_faces(unit.astype(np.float32), faces, size)
+
+
 def unwrap(vertices: np.ndarray, faces: np.ndarray, texture_size: int = 1024, method: str = "auto"
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Chart and pack; returns (vertex map [V'] into ``vertices``, faces [F, 3] on V', uvs [V', 2]).
@@ -129,8 +144,6 @@ def unwrap(vertices: np.ndarray, faces: np.ndarray, texture_size: int = 1024, me
     vertices are split, and the map tells which input vertex each output vertex copies.
     ``method``: "auto" (box charts, xatlas charting if they fold over), "box", or "xatlas".
     """
-    from ..raster import overlapping_faces
-
     v = np.asarray(vertices, np.float32)
     f = np.asarray(faces, np.int64)
     if len(f) == 0:
@@ -138,14 +151,13 @@ def unwrap(vertices: np.ndarray, faces: np.ndarray, texture_size: int = 1024, me
     if method not in ("auto", "box", "xatlas"):
         raise ValueError(f"unknown unwrap method {method!r}")
     if method != "xatlas":
-        isolate = np.zeros(0, np.int64)
-        for _ in range(2):                   # fold-overs: cut the overlapping faces loose once
-            cmap, cf, cuv = box_charts(v, f, isolate=isolate)
+        cmap, cf, cuv = box_charts(v, f)
+        if method == "auto":                 # fold-overs: cut the overlapping faces loose once
+            bad, share = _chart_overlaps(cuv, cf)
+            if share > 0:
+                cmap, cf, cuv = box_charts(v, f, isolate=bad)
+                share = _chart_overlaps(cuv, cf)[1]
+        if method == "box" or share <= MAX_OVERLAP:
             pmap, pf, puv = _atlas(v[cmap], cf, texture_size, cuv)
-            if method == "box":
-                return cmap[pmap], pf, puv
-            bad, share = overlapping_faces(puv, pf, 512)
-            if share <= MAX_OVERLAP:         # a few shared texels are not worth a second pack
-                return cmap[pmap], pf, puv
-            isolate = np.union1d(isolate, bad)
+            return cmap[pmap], pf, puv
     return _atlas(v, f, texture_size, None)
