@@ -295,3 +295,32 @@ def test_real_assets_load_posed_and_textured():
     spheres = load_gltf(ASSETS / "MetalRoughSpheresNoTextures.glb")
     metals = sorted({round(m.material.metallic_factor, 3) for m in spheres})
     assert len(metals) > 5                                   # the metallic sweep survives
+
+
+def test_glb_to_ovoxel_end_to_end_frame_and_colours(tmp_path):
+    """A textured floor quad (glTF XZ plane, +Y up) -> Z-up unit cube -> O-Voxel colours = texels."""
+    from propforge.ovoxel import gltf_to_ovoxel
+
+    cells, px = 4, 8
+    palette = np.array([[255, 0, 0, 255], [0, 0, 255, 255], [0, 255, 0, 255], [255, 255, 255, 255]], np.uint8)
+    ii, jj = np.mgrid[0:cells * px, 0:cells * px] // px
+    tex = palette[(ii + 2 * jj) % 4]
+    b = Builder()
+    mat = b.texture_material(tex)
+    pos = np.array([[-1, 0, -1], [1, 0, -1], [1, 0, 1], [-1, 0, 1]], np.float32)
+    uv = (pos[:, [0, 2]] + 1) / 2                      # u along +X, v along +Z
+    n = b.node(mesh=b.mesh(pos, [0, 2, 1, 0, 3, 2], uv=uv, material=mat), translation=[5, 1, 0])
+    R = 32
+    ov, centre, scale = gltf_to_ovoxel(b.save(tmp_path / "floor.glb", [n]), R)
+    np.testing.assert_allclose(centre, [5, 1, 0])
+    dual = (ov.coords + ov.offsets) / R - 0.5
+    np.testing.assert_allclose(dual[:, 2], 0.0, atol=1e-6)            # the floor is horizontal in Z-up
+    c = (ov.coords + 0.5) / R - 0.5
+    gx, gz = c[:, 0] / scale, -c[:, 1] / scale                        # back to the glTF frame
+    u, v = (gx + 1) / 2, (gz + 1) / 2
+    cell_u, cell_v = u * cells, v * cells
+    far = ((np.abs(cell_u - np.round(cell_u)) > 0.15) & (np.abs(cell_v - np.round(cell_v)) > 0.15)
+           & (u > 0) & (u < 1) & (v > 0) & (v < 1))
+    assert far.sum() > 200
+    want = tex[(v[far] * tex.shape[0]).astype(int), (u[far] * tex.shape[1]).astype(int), :3] / 255
+    np.testing.assert_allclose(ov.attrs[far, :3], want, atol=1e-6)

@@ -280,3 +280,21 @@ def test_bad_inputs_are_named():
         mesh_to_ovoxel(Mesh(np.full((3, 3), np.nan), [[0, 1, 2]]), 16)
     with pytest.raises(InputError, match="crosses no interior grid line"):
         mesh_to_ovoxel(Mesh(cube(0.01).vertices + 0.1, CUBE_FACES), 4)
+
+
+def test_degenerate_and_duplicate_faces_do_not_change_the_voxels():
+    c = cube(0.3)
+    extra = np.array([[0, 0, 0], [1, 1, 1], [0, 1, 1]])            # two repeated-index triangles
+    v = np.concatenate([c.vertices, [[0.1, 0.1, 0.1], [0.1, 0.1, 0.1], [0.1, 0.1, 0.1]]])
+    dirty = Mesh(v, np.concatenate([c.faces, c.faces[:4], extra, [[8, 9, 10]]]))   # + duplicates + zero-area
+    a, b = mesh_to_ovoxel(c, 16), mesh_to_ovoxel(dirty, 16)
+    np.testing.assert_array_equal(a.coords, b.coords)
+    np.testing.assert_array_equal(a.flags, b.flags)
+    assert np.abs(a.offsets - b.offsets).max() < 0.05   # duplicates only re-weight quadrics vs the regulariser
+
+
+def test_voxelisation_is_deterministic():
+    quad, _ = checker_quad()
+    a, b = mesh_to_ovoxel(quad, 24), mesh_to_ovoxel(quad, 24)
+    for name in ("coords", "offsets", "flags", "attrs"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
