@@ -16,12 +16,14 @@ Geometry, per spec §3.3 (face weight 1, boundary weight 0.2, regularisation 1e-
   4. regularisation towards the mean crossing point; 5. QEF solve with a rank-revealing
      (eigen-thresholded) solver, and for solutions outside the voxel the exact constrained minimum
      over its 6 faces, 12 edges and 8 corners (all 26 solved as batched 3x3 systems).
-Attributes, per spec §3.4: each (triangle, voxel) pair of the same 4-voxel rule samples the material
-at the voxel centre projected onto the triangle plane. Deliberate deviations, both for quality:
-the sample point is the triangle's closest point to the voxel centre (upstream extrapolates the
-barycentrics beyond the triangle, which reads texels of neighbouring atlas islands), and factors / vertex colours multiply base colour in linear space (glTF semantics)
-before re-encoding to sRGB. Textures are sampled bilinearly with the sampler's wrap mode from a
-box-filtered mip pyramid at the level of half a voxel's UV footprint (``mipmap=False``: level 0 only).
+Attributes, per spec §3.4: each distinct (triangle, voxel) pair of the same 4-voxel rule samples the
+material (``material.surface_attrs``) near the voxel centre; the voxel keeps the weighted mean.
+Deliberate deviations, for quality: the sample point is the triangle's closest point to the voxel
+centre (upstream projects onto the plane and extrapolates barycentrics beyond the triangle, which
+reads texels of neighbouring atlas islands); factors and vertex colours multiply the base colour in
+linear space (glTF semantics) before re-encoding to sRGB; textures are read bilinearly with the
+sampler's wrap mode from a box-filtered mip pyramid at half a voxel's UV footprint
+(``mipmap=False``: level 0 only). Attributes stay float in [0, 1] (no uint8 quantisation here).
 """
 from __future__ import annotations
 
