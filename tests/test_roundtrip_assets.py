@@ -36,12 +36,8 @@ _slow = [pytest.mark.slow, pytest.mark.skipif(not os.environ.get("PROPFORGE_SLOW
                                               reason="full asset sweep: set PROPFORGE_SLOW=1")]
 SLOW = ([(a, 256, a not in UNTEXTURED) for a in ALL if (a, 256, True) not in CI and (a, 256, False) not in CI]
         + [("Fox.glb", 512, True), ("CesiumMilkTruck.glb", 512, True)])
-#: Known exporter limitation (not the voxeliser): decimating Fox's 455 k-face R=512 surface to the
-#: default 20 k faces trims the feet by ~6 voxels, so ~1 % of source points have no GLB surface near.
-KNOWN = {("Fox.glb", 512, True): pytest.mark.xfail(strict=True, reason="decimation to 20k faces trims Fox's feet")}
 CASES = [pytest.param(*c, id=f"{c[0]}-{c[1]}{'-glb' if c[2] else ''}") for c in CI] + \
-        [pytest.param(*c, id=f"{c[0]}-{c[1]}{'-glb' if c[2] else ''}", marks=_slow + ([KNOWN[c]] if c in KNOWN else []))
-         for c in SLOW]
+        [pytest.param(*c, id=f"{c[0]}-{c[1]}{'-glb' if c[2] else ''}", marks=_slow) for c in SLOW]
 
 _rows: list[tuple[str, int, dict]] = []
 
