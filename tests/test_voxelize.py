@@ -278,6 +278,10 @@ def test_bad_inputs_are_named():
         mesh_to_ovoxel(Mesh(cube().vertices, [[0, 1, 99]]), 16)
     with pytest.raises(InputError, match="NaN"):
         mesh_to_ovoxel(Mesh(np.full((3, 3), np.nan), [[0, 1, 2]]), 16)
+    with pytest.raises(InputError, match="uvs has shape"):
+        mesh_to_ovoxel(TexturedMesh(cube().vertices, CUBE_FACES, uvs=np.zeros((3, 2))), 16)
+    with pytest.raises(InputError, match="must be a cube"):
+        mesh_to_ovoxel(cube(), 16, aabb=np.array([[-0.5, -0.5, -0.5], [0.5, 0.5, 1.0]]))
     with pytest.raises(InputError, match="crosses no interior grid line"):
         mesh_to_ovoxel(Mesh(cube(0.01).vertices + 0.1, CUBE_FACES), 4)
 

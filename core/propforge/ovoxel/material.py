@@ -130,6 +130,8 @@ def surface_attrs(mesh: TexturedMesh, face: np.ndarray, bary: np.ndarray,
     vc = None
     if mesh.vertex_colors is not None:
         vc = np.einsum("kv,kvj->kj", bary, mesh.vertex_colors[corners].astype(np.float64))
+        if vc.shape[1] == 3:                                  # RGB vertex colours: opaque
+            vc = np.concatenate([vc, np.ones((K, 1))], 1)
     rgb = rgba[:, :3]
     if (factor[:3] != 1).any() or vc is not None:
         lin = srgb_to_linear(rgb) * factor[:3] * (vc[:, :3] if vc is not None else 1.0)

@@ -468,12 +468,20 @@ def _check_inputs(meshes: Sequence[TexturedMesh | Mesh], resolution: int, aabb: 
         raise InputError(f"resolution must be an integer in [2, {MAX_RESOLUTION}], got {resolution!r}")
     if isinstance(meshes, (Mesh, TexturedMesh)):
         meshes = [meshes]
+    ext = aabb[1] - aabb[0]
+    if aabb.shape != (2, 3) or not (ext > 0).all() or not np.allclose(ext, ext[0], rtol=1e-6):
+        raise InputError(f"the O-Voxel box must be a cube [min, max] with max > min, got {aabb.tolist()}")
     out = [m if isinstance(m, TexturedMesh) else TexturedMesh(m.vertices, m.faces) for m in meshes]
     if not out or sum(len(m.faces) for m in out) == 0:
         raise InputError("mesh_to_ovoxel needs at least one triangle")
     for i, m in enumerate(out):
         if len(m.faces) and (m.faces.min() < 0 or m.faces.max() >= len(m.vertices)):
             raise InputError(f"mesh {i}: face indices outside its {len(m.vertices)} vertices")
+        for name, cols in (("uvs", (2,)), ("vertex_colors", (3, 4))):
+            arr = getattr(m, name)
+            if arr is not None and (np.ndim(arr) != 2 or len(arr) != len(m.vertices) or np.shape(arr)[1] not in cols):
+                raise InputError(f"mesh {i}: {name} has shape {np.shape(arr)}, expected "
+                                 f"[{len(m.vertices)}, {' or '.join(map(str, cols))}]")
         mask = np.zeros(len(m.vertices), bool)
         mask[m.faces.reshape(-1)] = True
         used = m.vertices[mask]
