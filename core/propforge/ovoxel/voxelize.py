@@ -340,6 +340,14 @@ def solve_qef(Q: np.ndarray, lo: np.ndarray, origin: np.ndarray) -> np.ndarray:
     return v
 
 
+def _solve3(M: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Batched 3x3 solve; the pseudo-inverse only when a system is singular (no regularisation)."""
+    try:
+        return np.linalg.solve(M, rhs[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        return np.einsum("kij,kj->ki", np.linalg.pinv(M), rhs)
+
+
 def _solve_in_box(A: np.ndarray, b: np.ndarray, c: np.ndarray, lo: np.ndarray) -> np.ndarray:
     """Best of the constrained minima on the 6 faces, 12 edges and 8 corners of each voxel box.
 
@@ -356,7 +364,7 @@ def _solve_in_box(A: np.ndarray, b: np.ndarray, c: np.ndarray, lo: np.ndarray) -
             M[:, ax, :] = 0.0
             M[:, ax, ax] = 1.0
             rhs[:, ax] = lo[:, ax] + (pattern[ax] - 1)
-        v = np.einsum("kij,kj->ki", np.linalg.pinv(M), rhs) if not fixed.all() else rhs
+        v = _solve3(M, rhs) if not fixed.all() else rhs
         inside = ((v >= lo - 1e-6) & (v <= lo + 1 + 1e-6)).all(1)
         err = np.where(inside, _qef_error(A, b, c, v), np.inf)
         better = err < best_e
