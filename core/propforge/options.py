@@ -9,6 +9,8 @@ from .errors import InputError
 TEXTURE_FORMATS = ("png", "jpeg", "webp")
 PIPELINE_TYPES = ("512", "1024", "1024_cascade", "1536_cascade")
 QUALITY_PRESETS = {"draft": "512", "standard": "1024_cascade", "high": "1536_cascade"}
+COLLISION_KINDS = ("none", "convex", "mesh")
+MAX_LODS = 4
 
 
 @dataclass
@@ -20,6 +22,8 @@ class ExportOptions:
     texture_format: str = "png"        # png | jpeg | webp (webp also embeds a PNG fallback)
     height: float = 1.0                # real-world height in metres of the exported asset
     alpha_mode: str = "auto"           # auto | OPAQUE | MASK | BLEND
+    lods: int = 0                      # extra levels of detail (LOD1..LODn), each about half the faces
+    collision: str = "none"            # none | convex (hull, <= 255 faces) | mesh (decimated copy)
 
     def validate(self) -> "ExportOptions":
         if not (100 <= self.faces <= 2_000_000):
@@ -33,6 +37,10 @@ class ExportOptions:
             raise InputError(f"height must be between 0.01 and 1000 metres, got {self.height}")
         if self.alpha_mode not in ("auto", "OPAQUE", "MASK", "BLEND"):
             raise InputError(f"alpha mode must be auto, OPAQUE, MASK or BLEND, got {self.alpha_mode!r}")
+        if isinstance(self.lods, bool) or not isinstance(self.lods, int) or not (0 <= self.lods <= MAX_LODS):
+            raise InputError(f"lods must be an integer between 0 and {MAX_LODS}, got {self.lods!r}")
+        if self.collision not in COLLISION_KINDS:
+            raise InputError(f"collision must be one of {', '.join(COLLISION_KINDS)}, got {self.collision!r}")
         return self
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from propforge.errors import BackendUnavailable, Cancelled, ModelLoadError, PropForgeError
-from propforge.options import TEXTURE_FORMATS, ExportOptions, GenerateOptions
+from propforge.options import COLLISION_KINDS, TEXTURE_FORMATS, ExportOptions, GenerateOptions
 from propforge.progress import ProgressEvent
 
 HELP = """Generate engine-ready GLB props (PBR textures, +Y up, metres, pivot at the bottom centre).
@@ -33,6 +33,7 @@ Inputs are RGBA cut-outs, or images on a plain background (it is keyed out)."""
 EXAMPLES = """examples:
   propforge generate chair.png -o chair.glb
   propforge generate *.png -o props/ --faces 10000 --texture-size 512
+  propforge generate chair.png -o chair.glb --lods 2 --collision convex
   propforge generate chair.png -o chair.glb --json | jq .
   propforge generate chair.png -o chair.glb --server localhost:50051 --token $TOKEN"""
 
@@ -54,6 +55,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="png (default), jpeg, or webp (with a PNG fallback for engines without WebP)")
     p.add_argument("--height", type=float, default=d.height, metavar="METRES",
                    help=f"real-world height of the asset in metres (default {d.height:g})")
+    p.add_argument("--lods", type=int, default=d.lods, metavar="N",
+                   help="extra levels of detail, 0-4, each about half the faces of the one before, "
+                        "sharing one texture set (nodes <name>_LOD0.._LODN; default 0)")
+    p.add_argument("--collision", choices=COLLISION_KINDS, default=d.collision,
+                   help="collision mesh: none (default), convex (hull, at most 255 faces; node "
+                        "<name>-convcolonly) or mesh (decimated copy, about 1500 faces; node <name>-colonly)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
     p.add_argument("--json", action="store_true", help="print one JSON event per line on stdout")
     p.add_argument("--server", metavar="HOST:PORT", help="run on a PropForge gRPC server instead of locally")
@@ -79,7 +86,8 @@ def _one_line_error(parser: argparse.ArgumentParser) -> Callable[[str], None]:
 def build_options(args: argparse.Namespace) -> GenerateOptions:
     """Command-line values -> validated GenerateOptions (InputError names the bad value)."""
     export = ExportOptions(faces=args.faces, texture_size=args.texture_size,
-                           texture_format=args.texture_format, height=args.height)
+                           texture_format=args.texture_format, height=args.height, lods=args.lods,
+                           collision=args.collision)
     return GenerateOptions(backend=args.backend, seed=args.seed, pipeline_type=args.pipeline_type,
                            model=args.model, export=export).validate()
 

@@ -45,6 +45,10 @@ def options_from_proto(o: pb.JobOptions) -> GenerateOptions:
         changes["height"] = float(o.height)
     if o.alpha_mode:
         changes["alpha_mode"] = o.alpha_mode
+    if o.lods:
+        changes["lods"] = int(o.lods)
+    if o.collision:
+        changes["collision"] = o.collision
     for name, value in changes.items():  # one at a time so the error names the field
         try:
             replace(export, **{name: value}).validate()
@@ -67,7 +71,8 @@ def options_to_proto(options: GenerateOptions | dict[str, Any]) -> pb.JobOptions
     e = options.export
     return pb.JobOptions(backend=options.backend, pipeline_type=options.pipeline_type, faces=e.faces,
                          texture_size=e.texture_size, texture_format=_FORMATS.get(e.texture_format, 0),
-                         height=e.height, seed=int(options.seed), has_seed=True, alpha_mode=e.alpha_mode)
+                         height=e.height, seed=int(options.seed), has_seed=True, alpha_mode=e.alpha_mode,
+                         lods=e.lods, collision=e.collision)
 
 
 def options_from_json(data: dict[str, Any] | str) -> pb.JobOptions:

@@ -15,7 +15,7 @@ import numpy as np
 import pygltflib as gl
 from PIL import Image
 
-from ..types import TexturedMesh
+from ..types import Mesh, TexturedMesh
 
 ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER = 34962, 34963
 FLOAT, UNSIGNED_SHORT, UNSIGNED_INT = 5126, 5123, 5125
@@ -29,20 +29,25 @@ def to_gltf_frame(v: np.ndarray) -> np.ndarray:
     return np.stack([v[:, 0], v[:, 2], -v[:, 1]], 1)
 
 
-def place(v: np.ndarray, height: float) -> np.ndarray:
-    """Scale so the Y extent is ``height`` metres, then put min Y at 0 and centre X/Z on the origin.
+def placement(v: np.ndarray, height: float) -> tuple[np.ndarray, float]:
+    """(offset, scale) that ``place`` applies: Y extent -> ``height`` metres, min Y at 0, X/Z centred.
 
     A flat prop lying in the ground plane (a rug, a decal) has no height to speak of: then its
     largest extent becomes ``height`` instead of blowing the sheet up to infinity.
     """
-    v = v.astype(np.float64)
+    v = np.asarray(v, np.float64)
     lo, hi = v.min(0), v.max(0)
     extent = hi[1] - lo[1]
     if extent <= 1e-3 * (hi - lo).max():
         extent = (hi - lo).max()
     scale = height / extent if extent > 0 else 1.0
-    v = (v - [(lo[0] + hi[0]) / 2, lo[1], (lo[2] + hi[2]) / 2]) * scale
-    return v.astype(np.float32)
+    return np.array([(lo[0] + hi[0]) / 2, lo[1], (lo[2] + hi[2]) / 2]), float(scale)
+
+
+def place(v: np.ndarray, height: float, frame: tuple[np.ndarray, float] | None = None) -> np.ndarray:
+    """Scale and move ``v`` (glTF frame) by ``frame`` (default: ``placement(v, height)``)."""
+    offset, scale = frame if frame is not None else placement(v, height)
+    return ((np.asarray(v, np.float64) - offset) * scale).astype(np.float32)
 
 
 def choose_alpha_mode(alpha: np.ndarray, coverage: np.ndarray) -> tuple[str, float]:
@@ -138,23 +143,46 @@ def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(d, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
-def write_glb(tm: TexturedMesh, texture_format: str = "png", height: float = 1.0,
-              extras: dict[str, Any] | None = None, generator: str = "PropForge") -> bytes:
-    """GLB bytes for one textured mesh in the internal frame (Z-up, unit cube) and one PBR material."""
-    mat = tm.material
-    v = place(to_gltf_frame(tm.vertices), height)
-    n = to_gltf_frame(tm.normals).astype(np.float32)
-    uv = np.ascontiguousarray(tm.uvs, np.float32)
+def _mesh_accessors(blob: _Blob, acc: list, vertices: np.ndarray, faces: np.ndarray, frame: tuple[np.ndarray, float],
+                    normals: np.ndarray | None = None, uvs: np.ndarray | None = None) -> gl.Primitive:
+    """Index + attribute accessors of one triangle primitive (material left for the caller)."""
+    v = place(to_gltf_frame(vertices), 0.0, frame)
     idx_type = UNSIGNED_SHORT if len(v) < 65535 else UNSIGNED_INT
-    idx = tm.faces.astype(np.uint16 if idx_type == UNSIGNED_SHORT else np.uint32).reshape(-1, 1)
+    idx = np.asarray(faces).astype(np.uint16 if idx_type == UNSIGNED_SHORT else np.uint32).reshape(-1, 1)
+    i_idx = _accessor(blob, acc, idx, idx_type, "SCALAR", ELEMENT_ARRAY_BUFFER)
+    attrs = gl.Attributes(POSITION=_accessor(blob, acc, v, FLOAT, "VEC3", ARRAY_BUFFER, minmax=True))
+    if normals is not None:
+        attrs.NORMAL = _accessor(blob, acc, to_gltf_frame(normals).astype(np.float32), FLOAT, "VEC3", ARRAY_BUFFER)
+    if uvs is not None:
+        attrs.TEXCOORD_0 = _accessor(blob, acc, np.ascontiguousarray(uvs, np.float32), FLOAT, "VEC2", ARRAY_BUFFER)
+    return gl.Primitive(attributes=attrs, indices=i_idx, material=None, mode=4)
 
+
+def _with_material(prim: gl.Primitive, material: int | None) -> gl.Primitive:
+    prim.material = material
+    return prim
+
+
+def write_glb(tm: TexturedMesh, texture_format: str = "png", height: float = 1.0,
+              extras: dict[str, Any] | None = None, generator: str = "PropForge",
+              lods: list[TexturedMesh] | tuple = (), collision: Mesh | None = None,
+              convex_collision: bool = True, name: str = "prop") -> bytes:
+    """GLB bytes for one textured mesh in the internal frame (Z-up, unit cube) and one PBR material.
+
+    With ``lods`` (LOD1.. meshes in ``tm``'s UV atlas, sharing its material) or a ``collision`` mesh,
+    the scene is one root node ``name`` with sibling children ``name_LOD0``, ``name_LOD1``, ... and
+    ``name-convcolonly`` (``convex_collision``) or ``name-colonly``: the node names the engine
+    importers read (docs/http-api.md, "Result GLB"). The collision mesh has no material and no
+    attributes beyond POSITION. All meshes share LOD0's placement (pivot, scale).
+    """
+    mat = tm.material
+    frame = placement(to_gltf_frame(tm.vertices), height)
     gltf = gl.GLTF2(asset=gl.Asset(generator=generator, extras=_json_safe(extras or {})))
     blob = _Blob()
     acc: list[gl.Accessor] = []
-    i_idx = _accessor(blob, acc, idx, idx_type, "SCALAR", ELEMENT_ARRAY_BUFFER)
-    i_pos = _accessor(blob, acc, v, FLOAT, "VEC3", ARRAY_BUFFER, minmax=True)
-    i_nrm = _accessor(blob, acc, n, FLOAT, "VEC3", ARRAY_BUFFER)
-    i_uv = _accessor(blob, acc, uv, FLOAT, "VEC2", ARRAY_BUFFER)
+    levels = [tm, *lods]
+    level_prims = [_mesh_accessors(blob, acc, m.vertices, m.faces, frame, m.normals, m.uvs) for m in levels]
+    col_prim = None if collision is None else _mesh_accessors(blob, acc, collision.vertices, collision.faces, frame)
     gltf.samplers = [gl.Sampler(magFilter=LINEAR, minFilter=LINEAR_MIPMAP_LINEAR,
                                 wrapS=CLAMP_TO_EDGE, wrapT=CLAMP_TO_EDGE)]
     uses_alpha = mat.alpha_mode != "OPAQUE"
@@ -172,10 +200,17 @@ def write_glb(tm: TexturedMesh, texture_format: str = "png", height: float = 1.0
     material.alphaCutoff = mat.alpha_cutoff if mat.alpha_mode == "MASK" else None
     gltf.materials = [material]
     gltf.accessors = acc
-    gltf.meshes = [gl.Mesh(name="prop", primitives=[gl.Primitive(
-        attributes=gl.Attributes(POSITION=i_pos, NORMAL=i_nrm, TEXCOORD_0=i_uv), indices=i_idx,
-        material=0, mode=4)])]
-    gltf.nodes = [gl.Node(name="prop", mesh=0)]
+    if not lods and collision is None:          # the plain prop: one mesh, one node
+        gltf.meshes = [gl.Mesh(name=name, primitives=[_with_material(level_prims[0], 0)])]
+        gltf.nodes = [gl.Node(name=name, mesh=0)]
+    else:
+        names = [f"{name}_LOD{k}" for k in range(len(levels))]
+        gltf.meshes = [gl.Mesh(name=n, primitives=[_with_material(a, 0)]) for n, a in zip(names, level_prims)]
+        if col_prim is not None:
+            names.append(f"{name}-convcolonly" if convex_collision else f"{name}-colonly")
+            gltf.meshes.append(gl.Mesh(name=names[-1], primitives=[_with_material(col_prim, None)]))
+        gltf.nodes = [gl.Node(name=name, children=list(range(1, len(names) + 1)))]
+        gltf.nodes += [gl.Node(name=n, mesh=i) for i, n in enumerate(names)]
     gltf.scenes = [gl.Scene(nodes=[0])]
     gltf.scene = 0
     data = blob.bytes()

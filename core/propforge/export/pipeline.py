@@ -3,6 +3,7 @@
 mesh: dual grid -> clean-up (outward winding) -> decimation to the face budget
 uv:   xatlas charting and packing
 bake: texel -> 3-D point -> reference surface -> trilinear attribute sample -> textures
+lod:   optional LOD1..n in LOD0's atlas (mesh/lod.py) and a collision mesh (mesh/collision.py)
 write: glTF frame, metres, pivot, material, metadata -> GLB bytes (written atomically if a path is given)
 """
 from __future__ import annotations
@@ -19,16 +20,20 @@ from ..bake import bake_textures, prepare_reference
 from ..errors import InputError
 from ..fileio import write_atomic
 from ..mesh.cleanup import clean_mesh
+from ..mesh.collision import collision_mesh, convex_hull
 from ..mesh.decimate import decimate
+from ..mesh.lod import decimate_keeping_uvs, lod_budgets
 from ..mesh.normals import export_normals
 from ..mesh.uv import unwrap
 from ..options import ExportOptions
 from ..ovoxel.dual_grid import ovoxel_to_mesh
 from ..progress import ProgressCallback, StagePlan
-from ..types import Generation, PBRMaterial, TexturedMesh
+from ..types import Generation, Mesh, PBRMaterial, TexturedMesh
 from .gltf_write import choose_alpha_mode, write_glb
 
 STAGE_WEIGHTS = {"mesh": 4.0, "uv": 2.0, "bake": 3.0, "write": 1.0}
+LOD_STAGE_WEIGHTS = {"mesh": 4.0, "uv": 2.0, "bake": 3.0, "lod": 1.0, "write": 1.0}
+COLLISION_MESH_FACES = 1500     # concave collision: light enough for physics, close to the shape
 
 
 def _version() -> str:
@@ -62,7 +67,8 @@ def export_glb(generation: Generation, options: ExportOptions | None = None, pat
         raise InputError("nothing to export: the generation has no surface (empty O-Voxel)")
     if not np.isfinite(ov.offsets).all():
         raise InputError("cannot export: the O-Voxel has non-finite dual-vertex offsets (NaN/inf)")
-    plan = StagePlan(progress, STAGE_WEIGHTS)
+    extras = options.lods > 0 or options.collision != "none"
+    plan = StagePlan(progress, LOD_STAGE_WEIGHTS if extras else STAGE_WEIGHTS)
     t = timings if timings is not None else {}
     clock = [time.perf_counter(), time.process_time()]
 
@@ -94,7 +100,6 @@ def export_glb(generation: Generation, options: ExportOptions | None = None, pat
         lap("bake_wait")
         tex = bake_textures(ov, v[vmap], uv_faces, uvs, ref, options.texture_size, timings=t)
     lap("bake")
-    plan("write", 0.0, message=f"writing GLB ({options.texture_format} textures)")
     mode, cutoff = (choose_alpha_mode(tex.base_color[..., 3], tex.coverage) if options.alpha_mode == "auto"
                     else (options.alpha_mode, 0.5))
     material = PBRMaterial(base_color_texture=tex.base_color, metallic_roughness_texture=tex.metallic_roughness,
@@ -104,11 +109,51 @@ def export_glb(generation: Generation, options: ExportOptions | None = None, pat
     stats = {"faces": int(len(out_faces)), "vertices": int(len(nmap)), "reference_faces": int(len(ref_f)),
              "texture_size": options.texture_size, "alpha_mode": mode,
              "texel_coverage": round(float(tex.coverage.mean()), 4)}
+    lods: list[TexturedMesh] = []
+    collision = None
+    if extras:
+        lods = _lod_meshes(v, f, vmap, uv_faces, uvs, options.lods, material, extent, plan)
+        collision = _collision(v, f, options.collision, extent)
+        lap("lod")
+        if options.lods:
+            stats["lod_faces"] = [int(len(out_faces))] + [int(len(m.faces)) for m in lods]
+        if collision is not None:
+            stats["collision"] = {"kind": options.collision, "faces": int(len(collision.faces))}
+    plan("write", 0.0, message=f"writing GLB ({options.texture_format} textures)")
     glb = write_glb(tm, options.texture_format, options.height, _metadata(generation, options, stats),
-                    generator=f"PropForge {_version()}")
+                    generator=f"PropForge {_version()}", lods=lods, collision=collision,
+                    convex_collision=options.collision == "convex")
     lap("encode")
     if path is not None:
         write_atomic(path, glb)
         lap("write")
     plan("write", 1.0, message=f"{len(glb)} bytes")
     return glb
+
+
+def _lod_meshes(v: np.ndarray, f: np.ndarray, vmap: np.ndarray, uv_faces: np.ndarray, uvs: np.ndarray,
+                levels: int, material: PBRMaterial, extent: float, plan: StagePlan) -> list[TexturedMesh]:
+    """LOD1..n in LOD0's atlas, each about half the faces of the one before; a level that cannot get
+    below the previous one's face count (tiny meshes) ends the chain."""
+    out: list[TexturedMesh] = []
+    last = len(f)
+    for k, budget in enumerate(lod_budgets(len(f), levels), 1):
+        if budget >= last:
+            break
+        plan("lod", (k - 1) / max(levels, 1), step=k, total=levels, message=f"LOD{k}: at most {budget} faces")
+        gv, gf, smap, sf, suv = decimate_keeping_uvs(v, f, vmap, uv_faces, uvs, budget, extent=extent)
+        if len(sf) >= last or len(sf) == 0:
+            break
+        nmap, faces, normals = export_normals(gv, gf, sf)
+        out.append(TexturedMesh(gv[smap][nmap], faces, uvs=suv[nmap], normals=normals, material=material))
+        last = len(sf)
+    return out
+
+
+def _collision(v: np.ndarray, f: np.ndarray, kind: str, extent: float) -> Mesh | None:
+    """The collision mesh the options ask for, in the internal frame (placed like LOD0 by the writer)."""
+    if kind == "convex":
+        return Mesh(*convex_hull(v))
+    if kind == "mesh":
+        return Mesh(*collision_mesh(v, f, min(COLLISION_MESH_FACES, len(f)), extent=extent))
+    return None

@@ -35,7 +35,7 @@ JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLED: JobState
 
 class JobOptions(_message.Message):
-    __slots__ = ("backend", "pipeline_type", "quality", "faces", "texture_size", "texture_format", "height", "seed", "has_seed", "alpha_mode")
+    __slots__ = ("backend", "pipeline_type", "quality", "faces", "texture_size", "texture_format", "height", "seed", "has_seed", "alpha_mode", "lods", "collision")
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_TYPE_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,8 @@ class JobOptions(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     HAS_SEED_FIELD_NUMBER: _ClassVar[int]
     ALPHA_MODE_FIELD_NUMBER: _ClassVar[int]
+    LODS_FIELD_NUMBER: _ClassVar[int]
+    COLLISION_FIELD_NUMBER: _ClassVar[int]
     backend: str
     pipeline_type: str
     quality: str
@@ -56,7 +58,9 @@ class JobOptions(_message.Message):
     seed: int
     has_seed: bool
     alpha_mode: str
-    def __init__(self, backend: _Optional[str] = ..., pipeline_type: _Optional[str] = ..., quality: _Optional[str] = ..., faces: _Optional[int] = ..., texture_size: _Optional[int] = ..., texture_format: _Optional[_Union[TextureFormat, str]] = ..., height: _Optional[float] = ..., seed: _Optional[int] = ..., has_seed: _Optional[bool] = ..., alpha_mode: _Optional[str] = ...) -> None: ...
+    lods: int
+    collision: str
+    def __init__(self, backend: _Optional[str] = ..., pipeline_type: _Optional[str] = ..., quality: _Optional[str] = ..., faces: _Optional[int] = ..., texture_size: _Optional[int] = ..., texture_format: _Optional[_Union[TextureFormat, str]] = ..., height: _Optional[float] = ..., seed: _Optional[int] = ..., has_seed: _Optional[bool] = ..., alpha_mode: _Optional[str] = ..., lods: _Optional[int] = ..., collision: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "state", "options", "backend", "queue_position", "stage", "fraction", "error", "created_at", "started_at", "finished_at", "result_size", "result_sha256", "image_sha256", "cached", "image_name", "error_code", "attempts")

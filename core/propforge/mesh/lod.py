@@ -1,0 +1,144 @@
+"""Levels of detail that reuse LOD0's UV atlas, so every level shares one material and one texture set.
+
+Each level decimates the UV-split LOD0 mesh with its UV seams locked (fast-simplification's
+``preserve_border``: a seam is an open border of the split mesh): seam vertices keep their exact
+position on both sides, so the welded surface never cracks, and the interior of each chart
+collapses freely. Vertices that QEM moved get their UV back by projecting them onto LOD0's surface
+inside their own chart (barycentric interpolation), so texels stay where LOD0 put them.
+Locked seams bound how far a level can go; a level that cannot reach its budget is dropped.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ovoxel.voxelize import closest_barycentric
+from .cleanup import nondegenerate
+
+CANDIDATES = 24           # nearest LOD0 faces tried per projected vertex
+
+
+def lod_budgets(lod0_faces: int, levels: int, floor: int = 32) -> list[int]:
+    """Face budget of LOD1..LODn: each level halves the previous one (never below ``floor``)."""
+    return [max(floor, lod0_faces >> k) for k in range(1, levels + 1)]
+
+
+def chart_labels(faces: np.ndarray, num_vertices: int) -> np.ndarray:
+    """Connected component per vertex of the UV-split mesh (a chart = a component)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    f = np.asarray(faces, np.int64)
+    g = coo_matrix((np.ones(2 * len(f)), (f[:, [0, 1]].reshape(-1), f[:, [1, 2]].reshape(-1))),
+                   shape=(num_vertices, num_vertices))
+    return connected_components(g, directed=False)[1]
+
+
+def _vertex_charts(v: np.ndarray, f: np.ndarray, ref_centroids: np.ndarray, ref_chart: np.ndarray) -> np.ndarray:
+    """Chart of each decimated vertex: majority vote of its component's faces' nearest LOD0 faces."""
+    from scipy.spatial import cKDTree
+
+    comp = chart_labels(f, len(v))
+    _, near = cKDTree(ref_centroids).query(v[f].mean(1))
+    face_comp = comp[f[:, 0]]
+    votes = np.zeros((comp.max() + 1, ref_chart.max() + 1), np.int64)   # components x charts, both small
+    np.add.at(votes, (face_comp, ref_chart[near]), 1)
+    return votes.argmax(1)[comp]
+
+
+def transfer_uvs(points: np.ndarray, point_chart: np.ndarray, ref_v: np.ndarray, ref_f: np.ndarray,
+                 ref_uv: np.ndarray, ref_face_chart: np.ndarray) -> np.ndarray:
+    """UV of each point: LOD0's UV at the closest point of LOD0's surface within the point's chart."""
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(ref_v[ref_f].mean(1))
+    out = np.zeros((len(points), 2), np.float32)
+    todo = np.arange(len(points))
+    for k in (CANDIDATES, 256, len(ref_f)):                 # widen the search for the few that need it
+        if len(todo) == 0:
+            break
+        k = min(k, len(ref_f))
+        _, cand = tree.query(points[todo], k=k)
+        cand = cand.reshape(len(todo), -1)
+        same = ref_face_chart[cand] == point_chart[todo][:, None]
+        found = same.any(1)
+        rows, cols = np.nonzero(same)
+        tri = ref_v[ref_f[cand[rows, cols]]].astype(np.float64)
+        p = points[todo][rows].astype(np.float64)
+        lam = closest_barycentric(tri, p)
+        dist = np.linalg.norm((lam[:, :, None] * tri).sum(1) - p, axis=1)
+        best = np.full(len(todo), np.inf)
+        np.minimum.at(best, rows, dist)
+        pick = np.nonzero(dist <= best[rows])[0]
+        pick = pick[np.unique(rows[pick], return_index=True)[1]]          # first minimum per point
+        uv = (lam[pick, :, None] * ref_uv[ref_f[cand[rows[pick], cols[pick]]]]).sum(1)
+        out[todo[rows[pick]]] = uv
+        todo = todo[~found]
+    return out
+
+
+def _seam_locked(v: np.ndarray, f: np.ndarray, max_faces: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Decimate the UV-split mesh with its open borders (the seams) locked; None if over budget."""
+    import fast_simplification
+
+    target = max_faces
+    for _ in range(3):
+        dv, df = fast_simplification.simplify(v, f, target_count=int(target), agg=3.0, preserve_border=True)
+        dv, df = np.asarray(dv, np.float32), np.asarray(df, np.int32)
+        df = df[nondegenerate(dv, df)]
+        if len(df) <= max_faces:
+            break
+        target = max(4, target - (len(df) - max_faces) - max(1, max_faces // 50))
+    if len(df) > max_faces or len(df) == 0:
+        return None
+    used = np.unique(df)
+    remap = np.full(len(dv), -1, np.int64)
+    remap[used] = np.arange(len(used))
+    return dv[used], remap[df].astype(np.int32)
+
+
+def _split_by_chart(faces: np.ndarray, face_chart: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """UV-split faces where a vertex is used by faces of several charts: (vertex map, faces, chart per vertex)."""
+    key = np.stack([faces.reshape(-1), np.repeat(face_chart, 3)], 1).astype(np.int64)
+    uniq, inv = np.unique(key, axis=0, return_inverse=True)
+    return uniq[:, 0], inv.reshape(-1, 3).astype(np.int32), uniq[:, 1]
+
+
+def decimate_keeping_uvs(vertices: np.ndarray, faces: np.ndarray, vmap: np.ndarray, uv_faces: np.ndarray,
+                         uvs: np.ndarray, max_faces: int, extent: float | None = None
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A level with at most ``max_faces`` faces in LOD0's atlas, in the exporter's layout.
+
+    In: LOD0's geometric mesh (``vertices``, ``faces``) and its UV split (``vmap`` into vertices,
+    ``uv_faces``, ``uvs``). Out: (vertices, faces, vmap, uv_faces, uvs) of the level. Seams are
+    locked when that reaches the budget; otherwise the welded surface is decimated and each new face
+    takes the chart of the LOD0 face nearest to it (faces that straddle a seam then stretch the
+    chart's edge texels: a far-away level's small price).
+    """
+    from scipy.spatial import cKDTree
+
+    from .decimate import decimate
+
+    v = np.asarray(vertices, np.float32)
+    sv, sf = v[vmap], np.asarray(uv_faces, np.int32)
+    uvs = np.asarray(uvs, np.float32)
+    ref_face_chart = chart_labels(sf, len(sv))[sf[:, 0]]
+    locked = _seam_locked(sv, sf, max_faces)
+    if locked is not None:
+        dv, dsf = locked
+        point_chart = _vertex_charts(dv, dsf, sv[sf].mean(1), ref_face_chart)
+        gv, gf, smap = weld_exact(dv, dsf)
+        return gv, gf, smap, dsf, transfer_uvs(dv, point_chart, sv, sf, uvs, ref_face_chart)
+    gv, gf = decimate(v, np.asarray(faces, np.int32), max_faces, extent=extent)
+    _, near = cKDTree(sv[sf].mean(1)).query(gv[gf].mean(1))
+    smap, dsf, point_chart = _split_by_chart(gf, ref_face_chart[near])
+    return gv, gf, smap, dsf, transfer_uvs(gv[smap], point_chart, sv, sf, uvs, ref_face_chart)
+
+
+def weld_exact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Geometric mesh of a UV-split mesh: vertices at bit-identical positions become one (seams).
+
+    Returns (welded vertices, welded faces, map from each input vertex to its welded vertex).
+    """
+    uniq, inv = np.unique(np.asarray(vertices, np.float32), axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    return uniq, inv[faces].astype(np.int32), inv.astype(np.int64)

@@ -1,0 +1,244 @@
+"""LOD levels and collision meshes in the exported GLB (issues 2, 5, 6): geometry, node names, validator,
+Blender import, CLI and the wire options."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pygltflib as gl
+import pytest
+
+from conftest import ROOT, make_cutout
+from propforge.errors import InputError
+from propforge.export import export_glb
+from propforge.generators import load_generator
+from propforge.mesh.collision import MAX_CONVEX_FACES, convex_hull
+from propforge.options import ExportOptions, GenerateOptions
+
+COMPONENT = {5121: np.uint8, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
+WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3}
+
+
+def read_accessor(g: gl.GLTF2, index: int) -> np.ndarray:
+    a = g.accessors[index]
+    view = g.bufferViews[a.bufferView]
+    blob = g.binary_blob()
+    start = view.byteOffset + (a.byteOffset or 0)
+    n = a.count * WIDTH[a.type]
+    arr = np.frombuffer(blob, COMPONENT[a.componentType], n, start)
+    return arr.reshape(a.count, WIDTH[a.type]) if WIDTH[a.type] > 1 else arr
+
+
+def node_mesh(g: gl.GLTF2, name: str) -> tuple[gl.Primitive, np.ndarray, np.ndarray]:
+    node = next(n for n in g.nodes if n.name == name)
+    prim = g.meshes[node.mesh].primitives[0]
+    return prim, read_accessor(g, prim.attributes.POSITION).astype(np.float64), \
+        read_accessor(g, prim.indices).reshape(-1, 3).astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def generation():
+    return load_generator("relief").generate(make_cutout(128, "L"), seed=0)
+
+
+def export(generation, **kw) -> tuple[bytes, gl.GLTF2]:
+    opts = dict(faces=4000, texture_size=256)
+    opts.update(kw)
+    glb = export_glb(generation, ExportOptions(**opts))
+    return glb, gl.GLTF2.load_from_bytes(glb)
+
+
+@pytest.fixture(scope="module")
+def lod_glb(generation):
+    return export(generation, lods=3, collision="convex")
+
+
+def test_default_output_has_one_node(generation):
+    _, g = export(generation)
+    assert [n.name for n in g.nodes] == ["prop"] and len(g.meshes) == 1 and g.nodes[0].mesh == 0
+    assert "lod_faces" not in g.asset.extras["stats"]
+
+
+def test_lod_nodes_are_siblings_under_one_root(lod_glb):
+    _, g = lod_glb
+    root = g.nodes[g.scenes[0].nodes[0]]
+    assert g.scenes[0].nodes == [0] and root.name == "prop" and root.mesh is None
+    assert [g.nodes[c].name for c in root.children] == ["prop_LOD0", "prop_LOD1", "prop_LOD2", "prop_LOD3",
+                                                        "prop-convcolonly"]
+
+
+def test_lod_face_counts_halve_and_share_the_material(lod_glb):
+    _, g = lod_glb
+    counts = []
+    for k in range(4):
+        prim, v, f = node_mesh(g, f"prop_LOD{k}")
+        assert prim.material == 0
+        assert prim.attributes.NORMAL is not None and prim.attributes.TEXCOORD_0 is not None
+        counts.append(len(f))
+    assert len(g.materials) == 1 and len(g.images) == 2          # one texture set for every level
+    assert counts[0] == 4000
+    assert all(a > b for a, b in zip(counts, counts[1:])), counts
+    assert all(counts[k] <= counts[0] >> k for k in range(4)), counts
+    assert counts[3] >= 0.5 * (counts[0] >> 3), counts        # still a real level, not a few triangles
+    assert g.asset.extras["stats"]["lod_faces"] == counts
+
+
+def _uv_stretch(g: gl.GLTF2, name: str) -> np.ndarray:
+    """sqrt(UV area / surface area) per face: a face that straddles two charts blows this up."""
+    prim, v, f = node_mesh(g, name)
+    uv = read_accessor(g, prim.attributes.TEXCOORD_0).astype(np.float64)
+    area = np.linalg.norm(np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]), axis=1)
+    e1, e2 = uv[f[:, 1]] - uv[f[:, 0]], uv[f[:, 2]] - uv[f[:, 0]]
+    uv_area = np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
+    keep = area > 1e-6 * area.max()
+    return np.sqrt(uv_area[keep] / area[keep])
+
+
+def test_lods_keep_lod0_texel_density(lod_glb):
+    """Every level maps its faces onto LOD0's atlas at LOD0's texel density: no face spans two charts."""
+    _, g = lod_glb
+    ref = _uv_stretch(g, "prop_LOD0")
+    lo, hi = np.percentile(ref, 5), np.percentile(ref, 95)
+    for k in (1, 2, 3):
+        s = _uv_stretch(g, f"prop_LOD{k}")
+        assert np.median(s) == pytest.approx(np.median(ref), rel=0.25), k
+        assert np.mean((s > 0.5 * lo) & (s < 2.0 * hi)) > 0.9, k
+        assert np.percentile(s, 99) < 4.0 * np.percentile(ref, 99), k
+
+
+def _assert_convex_and_enclosing(hv: np.ndarray, hf: np.ndarray, points: np.ndarray, tol: float) -> None:
+    n = np.cross(hv[hf[:, 1]] - hv[hf[:, 0]], hv[hf[:, 2]] - hv[hf[:, 0]])
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    d = (n * hv[hf[:, 0]]).sum(1)
+    assert ((hv @ n.T) - d <= tol).all(), "hull is not convex (or faces are not wound outward)"
+    assert ((points @ n.T) - d <= tol).all(), "a mesh vertex lies outside the collision hull"
+    vol = (np.cross(hv[hf[:, 0]], hv[hf[:, 1]]) * hv[hf[:, 2]]).sum() / 6
+    assert vol > 0
+
+
+def test_convex_collision_hull_encloses_the_mesh(lod_glb):
+    _, g = lod_glb
+    prim, hv, hf = node_mesh(g, "prop-convcolonly")
+    assert prim.material is None and prim.attributes.NORMAL is None and prim.attributes.TEXCOORD_0 is None
+    assert len(hf) <= MAX_CONVEX_FACES
+    _, v0, _ = node_mesh(g, "prop_LOD0")
+    _assert_convex_and_enclosing(hv, hf, v0, tol=1e-4)
+    # tight: the hull's bounds are the mesh's within 2 mm (axis support planes touch the mesh; the
+    # welding of corners closer than 1 mm costs a hair of inflation)
+    assert np.allclose(hv.min(0), v0.min(0), atol=2e-3) and np.allclose(hv.max(0), v0.max(0), atol=2e-3)
+
+
+def test_convex_hull_reduction_on_a_sphere_and_a_box():
+    rng = np.random.default_rng(0)
+    p = rng.normal(size=(3000, 3))
+    p /= np.linalg.norm(p, axis=1, keepdims=True)
+    hv, hf = convex_hull(p)
+    assert len(hf) <= MAX_CONVEX_FACES
+    _assert_convex_and_enclosing(hv.astype(np.float64), hf, p, tol=1e-5)
+    assert np.linalg.norm(hv, axis=1).max() < 1.25              # a sphere's hull, not a loose box
+    # a box sampled densely on its faces: the reduced hull is the box itself
+    box = rng.uniform(-1, 1, (4000, 3)) * [2.0, 1.0, 0.5]
+    side = rng.integers(0, 3, 4000)
+    box[np.arange(4000), side] = np.sign(rng.normal(size=4000)) * np.array([2.0, 1.0, 0.5])[side]
+    box = np.concatenate([box, rng.normal(size=(500, 3)) * 0.01])
+    hv, hf = convex_hull(box)
+    assert len(hf) <= MAX_CONVEX_FACES
+    vol = (np.cross(hv[hf[:, 0]], hv[hf[:, 1]]) * hv[hf[:, 2]]).sum() / 6
+    assert vol == pytest.approx(4 * 2 * 1, rel=0.02)
+
+
+def test_mesh_collision_and_no_lods(generation, assert_valid_glb):
+    glb, g = export(generation, collision="mesh")
+    assert [n.name for n in g.nodes] == ["prop", "prop_LOD0", "prop-colonly"]
+    prim, v, f = node_mesh(g, "prop-colonly")
+    assert prim.material is None and 100 < len(f) <= 1500
+    _, v0, _ = node_mesh(g, "prop_LOD0")
+    assert np.allclose(v.min(0), v0.min(0), atol=0.02) and np.allclose(v.max(0), v0.max(0), atol=0.02)
+    rep = assert_valid_glb(glb)
+    assert rep.num_warnings == 0, rep
+
+
+def test_lod_glb_is_validator_clean(lod_glb, assert_valid_glb):
+    rep = assert_valid_glb(lod_glb[0])
+    assert rep.num_warnings == 0, rep
+
+
+@pytest.mark.parametrize("kw,needle", [({"lods": 5}, "lods"), ({"lods": -1}, "lods"), ({"lods": "2"}, "lods"),
+                                       ({"lods": True}, "lods"), ({"collision": "sphere"}, "collision")])
+def test_bad_options(kw, needle):
+    with pytest.raises(InputError, match=needle):
+        ExportOptions(**kw).validate()
+
+
+def test_watch_sidecar_dict_accepts_the_new_options():
+    o = GenerateOptions.from_dict({"export": {"lods": 2, "collision": "convex"}}).validate()
+    assert (o.export.lods, o.export.collision) == (2, "convex")
+
+
+def test_wire_options_round_trip_and_name_the_field():
+    from propforge_server._proto import propforge_pb2 as pb
+    from propforge_server.convert import options_dict_to_proto, options_from_proto, options_to_proto
+
+    o = options_from_proto(pb.JobOptions(lods=2, collision="mesh"))
+    assert (o.export.lods, o.export.collision) == (2, "mesh")
+    back = options_to_proto(o)
+    assert (back.lods, back.collision) == (2, "mesh")
+    assert options_from_proto(pb.JobOptions()).export.lods == 0          # zero = server default
+    assert options_from_proto(pb.JobOptions()).export.collision == "none"
+    assert options_dict_to_proto({"lods": 1, "collision": "convex"}).collision == "convex"
+    with pytest.raises(InputError, match="options.lods"):
+        options_from_proto(pb.JobOptions(lods=7))
+    with pytest.raises(InputError, match="options.collision"):
+        options_from_proto(pb.JobOptions(collision="capsule"))
+
+
+def test_cli_lods_and_convex_collision(tmp_path, assert_valid_glb):
+    src, out = tmp_path / "crate.png", tmp_path / "crate.glb"
+    make_cutout(96, "L").save(src)
+    cmd = [sys.executable, "-m", "propforge_server.cli", "generate", str(src), "-o", str(out), "--backend", "relief",
+           "--faces", "3000", "--texture-size", "256", "--lods", "2", "--collision", "convex"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    g = gl.GLTF2.load(str(out))
+    assert [n.name for n in g.nodes] == ["prop", "prop_LOD0", "prop_LOD1", "prop_LOD2", "prop-convcolonly"]
+    assert assert_valid_glb(out).num_warnings == 0
+    bad = subprocess.run(cmd[:-4] + ["--lods", "9"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert bad.returncode == 2 and "lods" in bad.stderr and "Traceback" not in bad.stderr
+
+
+BLENDER_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    np.bool = bool
+    import bpy
+    glb, report = sys.argv[sys.argv.index("--") + 1:]
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.import_scene.gltf(filepath=glb)
+    out = {}
+    for o in bpy.context.scene.objects:
+        mats = [m.name for m in o.data.materials] if o.type == "MESH" else []
+        out[o.name] = {"type": o.type, "parent": o.parent.name if o.parent else None, "materials": mats,
+                       "faces": len(o.data.polygons) if o.type == "MESH" else 0}
+    json.dump(out, open(report, "w"))
+""")
+
+
+@pytest.mark.skipif(shutil.which("blender") is None, reason="blender not installed")
+def test_blender_imports_lods_and_collision(generation, tmp_path):
+    glb = tmp_path / "prop.glb"
+    export_glb(generation, ExportOptions(faces=2000, texture_size=128, lods=1, collision="convex"), path=glb)
+    script, report = tmp_path / "check.py", tmp_path / "report.json"
+    script.write_text(BLENDER_SCRIPT)
+    proc = subprocess.run(["blender", "-b", "--factory-startup", "--python-exit-code", "1", "--python", str(script),
+                           "--", str(glb), str(report)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = json.loads(report.read_text())
+    assert out["prop"]["type"] == "EMPTY"
+    assert {k for k, o in out.items() if o["parent"] == "prop"} == {"prop_LOD0", "prop_LOD1", "prop-convcolonly"}
+    assert out["prop_LOD0"]["materials"] == out["prop_LOD1"]["materials"] == ["PropForgeMaterial"]
+    assert out["prop-convcolonly"]["materials"] == [] and 0 < out["prop-convcolonly"]["faces"] <= MAX_CONVEX_FACES
+    assert out["prop_LOD0"]["faces"] > out["prop_LOD1"]["faces"] > 0
