@@ -174,9 +174,20 @@ def test_bad_options(kw, needle):
         ExportOptions(**kw).validate()
 
 
-def test_watch_sidecar_dict_accepts_the_new_options():
-    o = GenerateOptions.from_dict({"export": {"lods": 2, "collision": "convex"}}).validate()
-    assert (o.export.lods, o.export.collision) == (2, "convex")
+def test_watch_flags_and_sidecars_carry_the_new_options(tmp_path):
+    from propforge_server.cli import build_parser
+    from propforge_server.cmd_watch import base_options
+    from propforge_server.watch.intake import resolve_options
+
+    base = base_options(build_parser().parse_args(["watch", "p", "--lods", "2", "--collision", "convex"]))
+    assert base == {"export": {"lods": 2, "collision": "convex"}}
+    make_cutout(32).save(tmp_path / "barrel.png")
+    (tmp_path / "barrel.propforge.json").write_text(json.dumps({"export": {"collision": "mesh"}}))
+    opts, used = resolve_options(base, tmp_path, "barrel.png")
+    assert (opts.export.lods, opts.export.collision) == (2, "mesh") and len(used) == 1
+    (tmp_path / "barrel.propforge.json").write_text(json.dumps({"export": {"lods": 9}}))
+    with pytest.raises(InputError, match=r"lods.*barrel\.propforge\.json"):
+        resolve_options(base, tmp_path, "barrel.png")
 
 
 def test_wire_options_round_trip_and_name_the_field():

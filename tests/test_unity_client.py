@@ -90,6 +90,8 @@ def test_console_client_against_real_server(console_exe: Path, tmp_path: Path) -
     assert result["events"] >= 3
     assert not list((work / "Library" / "PropForge" / "Downloads").glob("*.part"))
     assert "image" in result["badImageError"].lower(), result["badImageError"]
+    # the LOD + convex collider job: the node names PropImporter builds a LODGroup and MeshCollider from
+    assert result["lodNodes"] == ["prop", "prop_LOD0", "prop_LOD1", "prop_LOD2", "prop-convcolonly"]
 
 
 def test_editor_layer_parses_as_csharp_7_2() -> None:

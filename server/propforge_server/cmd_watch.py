@@ -28,6 +28,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--texture-size", type=int, help="texture side in pixels (128..4096, power of two)")
     p.add_argument("--texture-format", choices=("png", "jpeg", "webp"), help="texture encoding")
     p.add_argument("--height", type=float, help="real-world height of each prop in metres")
+    p.add_argument("--lods", type=int, help="extra levels of detail per GLB, 0-4 (nodes <name>_LOD1..)")
+    p.add_argument("--collision", choices=("none", "convex", "mesh"), help="collision mesh per GLB")
     p.add_argument("--seed", type=int, help="generation seed")
     p.add_argument("--engine", choices=("unity", "godot"), help="skip engine detection")
     p.add_argument("--once", action="store_true",
@@ -55,7 +57,8 @@ def base_options(args: argparse.Namespace) -> dict:
     if args.seed is not None:
         opts["seed"] = args.seed
     export = {k: v for k, v in (("faces", args.faces), ("texture_size", args.texture_size),
-                                 ("texture_format", args.texture_format), ("height", args.height))
+                                 ("texture_format", args.texture_format), ("height", args.height),
+                                 ("lods", args.lods), ("collision", args.collision))
               if v is not None}
     if export:
         opts["export"] = export

@@ -19,6 +19,9 @@ const HISTORY_LIMIT := 100
 const IMAGE_EXTENSIONS := ["png", "jpg", "jpeg", "webp"]
 const QUALITIES := ["draft", "standard", "high"]
 const TEXTURE_SIZES := [256, 512, 1024, 2048, 4096]
+## JobOptions.collision: Godot's importer turns the `-convcolonly` / `-colonly` node into a shape.
+## No LOD option: Godot generates mesh LODs on import and would show every `_LOD` node.
+const COLLISIONS := ["none", "convex", "mesh"]
 const IMPORT_SETTLE_MS := 3000
 const IMPORT_RESCAN_MS := 8000
 const DROP_LIST_LIMIT := 500
@@ -38,6 +41,7 @@ var _backend: OptionButton
 var _faces: SpinBox
 var _texture: OptionButton
 var _height: SpinBox
+var _collision: OptionButton
 var _seed: SpinBox
 var _random_seed: CheckBox
 var _place: CheckBox
@@ -140,6 +144,12 @@ func _build_options() -> void:
 	_height = _spin(0.05, 100.0, 0.05, 1.0)
 	_height.suffix = "m"
 	_row("Height", _height)
+	_collision = OptionButton.new()
+	for c in COLLISIONS:
+		_collision.add_item(c)
+	_collision.select(0)
+	_collision.tooltip_text = "convex: hull (ConvexPolygonShape3D); mesh: decimated trimesh"
+	_row("Collision", _collision)
 	_seed = _spin(0, 2147483647, 1, 0)
 	_random_seed = CheckBox.new()
 	_random_seed.text = "random"
@@ -365,6 +375,8 @@ func _options_from_ui(ctx: Dictionary) -> Dictionary:
 	var backend := _backend.get_item_text(_backend.selected)
 	if backend != "auto":
 		opts["backend"] = backend
+	if _collision.selected > 0:
+		opts["collision"] = COLLISIONS[_collision.selected]
 	return opts
 
 
@@ -698,7 +710,7 @@ func _load_history() -> void:
 ## JSON gives every number back as a float: restore the integer fields of JobOptions.
 static func _normalize_options(o: Dictionary) -> Dictionary:
 	var out := o.duplicate(true)
-	for key in ["faces", "textureSize"]:
+	for key in ["faces", "textureSize", "lods"]:
 		if out.has(key):
 			out[key] = int(out[key])
 	if out.has("seed"):

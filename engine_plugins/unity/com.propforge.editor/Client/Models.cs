@@ -20,6 +20,8 @@ namespace PropForge.Client
         public ulong Seed;
         public bool HasSeed;                 // seed 0 is a valid seed
         public string AlphaMode = "";        // "" / auto | OPAQUE | MASK | BLEND
+        public int Lods;                     // extra levels of detail 0..4 (nodes name_LOD1..): a LODGroup
+        public string Collision = "";        // "" / none | convex | mesh: a MeshCollider (convex or not)
 
         public JobOptions Clone() { return (JobOptions)MemberwiseClone(); }
 
@@ -35,6 +37,8 @@ namespace PropForge.Client
             if (!string.IsNullOrEmpty(TextureFormat)) d["textureFormat"] = TextureFormat;
             if (Height > 0) d["height"] = (double)Height;
             if (!string.IsNullOrEmpty(AlphaMode)) d["alphaMode"] = AlphaMode;
+            if (Lods > 0) d["lods"] = Lods;
+            if (!string.IsNullOrEmpty(Collision) && Collision != "none") d["collision"] = Collision;
             if (HasSeed)
             {
                 d["seed"] = Seed.ToString(CultureInfo.InvariantCulture);  // uint64 -> JSON string
@@ -59,6 +63,8 @@ namespace PropForge.Client
             o.Seed = seed;
             o.HasSeed = Json.GetBool(d, "hasSeed");
             o.AlphaMode = Json.GetString(d, "alphaMode");
+            o.Lods = (int)Json.GetLong(d, "lods");
+            o.Collision = Json.GetString(d, "collision");
             return o;
         }
 

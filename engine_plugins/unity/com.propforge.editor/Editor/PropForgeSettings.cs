@@ -18,6 +18,8 @@ namespace PropForge.Editor
         public const string GeneratedFolder = "Assets/PropForge/Generated";
         public static readonly string[] Qualities = { "draft", "standard", "high" };
         public static readonly int[] TextureSizes = { 256, 512, 1024, 2048, 4096 };
+        public static readonly string[] Collisions = { "none", "convex", "mesh" };
+        public const int MaxLods = 4;
 
         public static string Address
         {
@@ -43,7 +45,7 @@ namespace PropForge.Editor
             set { EditorPrefs.SetBool(RandomSeedKey, value); }
         }
 
-        /// <summary>Last used options (quality, faces, texture size, height, seed, backend).</summary>
+        /// <summary>Last used options (quality, faces, texture size, height, LODs, collision, seed, backend).</summary>
         public static JobOptions Options
         {
             get

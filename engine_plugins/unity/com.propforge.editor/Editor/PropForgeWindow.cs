@@ -14,6 +14,7 @@ namespace PropForge.Editor
     {
         static readonly string[] QualityLabels = { "Draft", "Standard", "High" };
         static readonly string[] TextureLabels = { "256", "512", "1024", "2048", "4096" };
+        static readonly string[] CollisionLabels = { "None", "Convex hull", "Mesh (decimated)" };
 
         JobOptions options;
         string[] backends = { "auto" };
@@ -128,6 +129,11 @@ namespace PropForge.Editor
             int t = System.Array.IndexOf(PropForgeSettings.TextureSizes, options.TextureSize);
             options.TextureSize = PropForgeSettings.TextureSizes[EditorGUILayout.Popup("Texture size", t < 0 ? 2 : t, TextureLabels)];
             options.Height = Mathf.Clamp(EditorGUILayout.FloatField("Height (m)", options.Height), 0.01f, 1000f);
+            // LOD1..LODn (about half the faces each, LOD0's textures) -> a LODGroup on the prefab
+            options.Lods = EditorGUILayout.IntSlider("Extra LODs", options.Lods, 0, PropForgeSettings.MaxLods);
+            // convex: hull (<= 255 triangles) -> convex MeshCollider; mesh: decimated copy -> MeshCollider
+            int c = System.Array.IndexOf(PropForgeSettings.Collisions, string.IsNullOrEmpty(options.Collision) ? "none" : options.Collision);
+            options.Collision = PropForgeSettings.Collisions[EditorGUILayout.Popup("Collision", c < 0 ? 0 : c, CollisionLabels)];
             using (new EditorGUILayout.HorizontalScope())
             {
                 PropForgeSettings.RandomSeed = EditorGUILayout.ToggleLeft("Random seed", PropForgeSettings.RandomSeed, GUILayout.Width(110));
@@ -203,7 +209,9 @@ namespace PropForge.Editor
             {
                 var e = h[i];
                 string label = "[" + e.State + "] " + Path.GetFileName(e.Output) + "  " + e.Options.Quality + ", seed " + e.Options.Seed
-                    + ", " + e.Options.Faces + " faces, " + e.Options.TextureSize + " px";
+                    + ", " + e.Options.Faces + " faces, " + e.Options.TextureSize + " px"
+                    + (e.Options.Lods > 0 ? ", " + e.Options.Lods + " LODs" : "")
+                    + (string.IsNullOrEmpty(e.Options.Collision) || e.Options.Collision == "none" ? "" : ", " + e.Options.Collision + " collider");
                 var content = new GUIContent(label, e.Error.Length > 0 ? e.Error : e.Source + "\n" + e.Time);
                 bool on = GUILayout.Toggle(selectedHistory == i, content, EditorStyles.miniButton);
                 if (on) selectedHistory = i;

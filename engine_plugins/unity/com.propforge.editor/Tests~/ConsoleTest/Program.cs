@@ -135,6 +135,10 @@ namespace PropForge.ConsoleTest
                 && back.AlphaMode == "MASK",
                 "JSON: JobOptions round trip (uint64 seed as string)");
             Check(!new JobOptions().ToJson().ContainsKey("seed"), "JSON: seed left out unless HasSeed");
+            var lo = JobOptions.FromJson(Json.ParseObject(new JobOptions { Lods = 2, Collision = "convex" }.ToString()));
+            Check(lo.Lods == 2 && lo.Collision == "convex", "JSON: JobOptions lods/collision round trip");
+            Check(!new JobOptions { Collision = "none" }.ToJson().ContainsKey("collision") && !new JobOptions().ToJson().ContainsKey("lods"),
+                "JSON: lods/collision left out at their defaults");
             Ok("JSON reader/writer and JobOptions mapping");
         }
 
@@ -288,6 +292,7 @@ namespace PropForge.ConsoleTest
                 Summary["rerunCached"] = rerun.Finished.Cached;
                 Ok("re-run with the same seed: identical sha256 (cached: " + rerun.Finished.Cached + ")");
 
+                await CheckLodsAndCollider(client, image, downloads, generated);
                 await CheckCancel(client, image, downloads, generated);
                 await CheckBadImage(client, downloads, generated);
             }
@@ -340,6 +345,27 @@ namespace PropForge.ConsoleTest
             Check(doc.AssetExtras().Count > 0, "asset.extras carries generation metadata");
             Summary["nodes"] = doc.NodeNames().Cast<object>().ToList();
             Ok("GLB readable by the editor importer (material " + m.AlphaMode + ", " + doc.NodeNames().Count + " nodes)");
+        }
+
+        /// <summary>A job with LODs and a convex collider: the node names PropImporter turns into a LODGroup and a MeshCollider.</summary>
+        static async Task CheckLodsAndCollider(PropForgeClient client, byte[] image, string downloads, string generated)
+        {
+            var options = SmallOptions(11);
+            options.Lods = 2;
+            options.Collision = "convex";
+            string output = Path.Combine(generated, "crate_lods.glb");
+            var runner = new JobRunner(client, image, "crate.png", options, downloads, output);
+            await runner.RunAsync();
+            Check(runner.State == RunnerState.Succeeded, "LOD job succeeded: " + runner.State + " " + runner.Error);
+            var names = GlbDocument.ReadFile(output).NodeNames();
+            var levels = names.Select(PropNaming.LodIndex).Where(i => i >= 0).OrderBy(i => i).ToList();
+            Check(levels.SequenceEqual(new[] { 0, 1, 2 }), "LOD levels 0, 1, 2 in node names: " + string.Join(", ", names));
+            var colliders = names.Where(PropNaming.IsCollision).ToList();
+            Check(colliders.Count == 1 && colliders[0].EndsWith("-convcolonly"), "one convex collision node: " + string.Join(", ", names));
+            var job = await client.GetJobAsync(runner.JobId, CancellationToken.None);
+            Check(job.Options.Lods == 2 && job.Options.Collision == "convex", "the job record echoes lods/collision");
+            Summary["lodNodes"] = names.Cast<object>().ToList();
+            Ok("LODs + convex collider: nodes " + string.Join(", ", names));
         }
 
         static async Task CheckResume(PropForgeClient client, string jobId, string downloads, string output, long size, string sha)

@@ -278,6 +278,7 @@ namespace UnityEditor
         public static string PasswordField(GUIContent label, string password, params GUILayoutOption[] options) { throw new NotImplementedException(); }
         public static int Popup(string label, int selectedIndex, string[] displayedOptions, params GUILayoutOption[] options) { throw new NotImplementedException(); }
         public static int IntField(string label, int value, params GUILayoutOption[] options) { throw new NotImplementedException(); }
+        public static int IntSlider(string label, int value, int leftValue, int rightValue, params GUILayoutOption[] options) { throw new NotImplementedException(); }
         public static float FloatField(string label, float value, params GUILayoutOption[] options) { throw new NotImplementedException(); }
         public static long LongField(string label, long value, params GUILayoutOption[] options) { throw new NotImplementedException(); }
         public static bool ToggleLeft(string label, bool value, params GUILayoutOption[] options) { throw new NotImplementedException(); }
