@@ -110,6 +110,50 @@ def test_lods_keep_lod0_texel_density(lod_glb):
         assert np.percentile(s, 99) < 4.0 * np.percentile(ref, 99), k
 
 
+def _base_colour(g: gl.GLTF2):
+    """Bilinear base-colour lookup (RGB in 0..1) from the GLB's embedded texture."""
+    import io
+
+    from PIL import Image
+
+    img = g.images[g.textures[g.materials[0].pbrMetallicRoughness.baseColorTexture.index].source]
+    view = g.bufferViews[img.bufferView]
+    data = g.binary_blob()[view.byteOffset:view.byteOffset + view.byteLength]
+    tex = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), np.float64) / 255
+    h, w, _ = tex.shape
+
+    def sample(uv: np.ndarray) -> np.ndarray:
+        x, y = np.clip(uv[:, 0] * w - 0.5, 0, w - 1), np.clip(uv[:, 1] * h - 0.5, 0, h - 1)
+        x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+        x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+        fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+        return (tex[y0, x0] * (1 - fx) * (1 - fy) + tex[y0, x1] * fx * (1 - fy)
+                + tex[y1, x0] * (1 - fx) * fy + tex[y1, x1] * fx * fy)
+    return sample
+
+
+def test_lods_look_like_lod0(lod_glb):
+    """Colour at random points of each level (through its UVs) = LOD0's colour at the nearest point of LOD0."""
+    from roundtrip_metrics import closest_on_mesh, psnr
+
+    _, g = lod_glb
+    sample, rng = _base_colour(g), np.random.default_rng(0)
+    prim0, v0, f0 = node_mesh(g, "prop_LOD0")
+    uv0 = read_accessor(g, prim0.attributes.TEXCOORD_0).astype(np.float64)
+    for k in (1, 2, 3):
+        prim, v, f = node_mesh(g, f"prop_LOD{k}")
+        uv = read_accessor(g, prim.attributes.TEXCOORD_0).astype(np.float64)
+        area = np.linalg.norm(np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]), axis=1)
+        fi = rng.choice(len(f), 4000, p=area / area.sum())
+        r = rng.random((4000, 2))
+        r[r.sum(1) > 1] = 1 - r[r.sum(1) > 1]
+        bary = np.stack([1 - r.sum(1), r[:, 0], r[:, 1]], 1)[:, :, None]
+        dist, face, b0 = closest_on_mesh((bary * v[f[fi]]).sum(1), v0, f0, 0.05)
+        assert (face >= 0).all()
+        got, want = sample((bary * uv[f[fi]]).sum(1)), sample((b0[:, :, None] * uv0[f0[face]]).sum(1))
+        assert psnr(got, want) > 40.0, k
+
+
 def _assert_convex_and_enclosing(hv: np.ndarray, hf: np.ndarray, points: np.ndarray, tol: float) -> None:
     n = np.cross(hv[hf[:, 1]] - hv[hf[:, 0]], hv[hf[:, 2]] - hv[hf[:, 0]])
     n /= np.linalg.norm(n, axis=1, keepdims=True)
@@ -160,6 +204,20 @@ def test_mesh_collision_and_no_lods(generation, assert_valid_glb):
     assert np.allclose(v.min(0), v0.min(0), atol=0.02) and np.allclose(v.max(0), v0.max(0), atol=0.02)
     rep = assert_valid_glb(glb)
     assert rep.num_warnings == 0, rep
+
+
+def test_tiny_budget_gets_fewer_levels_not_an_error(assert_valid_glb):
+    """A 300-face prop cannot be halved four times: the chain ends early, and says so in the stats."""
+    gen = load_generator("relief").generate(make_cutout(64, "disc"), seed=0)
+    glb = export_glb(gen, ExportOptions(faces=300, texture_size=128, lods=4, collision="mesh"))
+    g = gl.GLTF2.load_from_bytes(glb)
+    counts = g.asset.extras["stats"]["lod_faces"]
+    lods = [n.name for n in g.nodes if "_LOD" in n.name]
+    assert 1 <= len(lods) < 5 and len(counts) == len(lods)
+    assert [len(node_mesh(g, n)[2]) for n in lods] == counts
+    assert all(a > b for a, b in zip(counts, counts[1:]))
+    assert len(node_mesh(g, "prop-colonly")[2]) <= counts[0]
+    assert assert_valid_glb(glb).num_warnings == 0
 
 
 def test_lod_glb_is_validator_clean(lod_glb, assert_valid_glb):

@@ -141,9 +141,10 @@ def _lod_meshes(v: np.ndarray, f: np.ndarray, vmap: np.ndarray, uv_faces: np.nda
         if budget >= last:
             break
         plan("lod", (k - 1) / max(levels, 1), step=k, total=levels, message=f"LOD{k}: at most {budget} faces")
-        gv, gf, smap, sf, suv = decimate_keeping_uvs(v, f, vmap, uv_faces, uvs, budget, extent=extent)
-        if len(sf) >= last or len(sf) == 0:
+        level = decimate_keeping_uvs(v, f, vmap, uv_faces, uvs, budget, extent=extent)
+        if level is None or len(level[3]) >= last or len(level[3]) == 0:
             break
+        gv, gf, smap, sf, suv = level
         nmap, faces, normals = export_normals(gv, gf, sf)
         out.append(TexturedMesh(gv[smap][nmap], faces, uvs=suv[nmap], normals=normals, material=material))
         last = len(sf)

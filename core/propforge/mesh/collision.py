@@ -130,7 +130,17 @@ def convex_hull(vertices: np.ndarray, max_faces: int = MAX_CONVEX_FACES) -> tupl
 
 def collision_mesh(vertices: np.ndarray, faces: np.ndarray, max_faces: int, extent: float | None = None
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """A decimated copy of the surface for concave (triangle-mesh) collision."""
+    """A decimated copy of the surface for concave (triangle-mesh) collision.
+
+    Meshes of many small closed pieces may not get down to ``max_faces``; then the budget doubles
+    (up to the mesh itself), since a heavier collider beats a failed job.
+    """
     from .decimate import decimate
 
-    return decimate(vertices, faces, max_faces, extent=extent)
+    budget = max_faces
+    while budget < len(faces):
+        try:
+            return decimate(vertices, faces, budget, extent=extent)
+        except RuntimeError:
+            budget *= 2
+    return np.asarray(vertices, np.float32), np.asarray(faces, np.int32)

@@ -105,14 +105,15 @@ def _split_by_chart(faces: np.ndarray, face_chart: np.ndarray) -> tuple[np.ndarr
 
 def decimate_keeping_uvs(vertices: np.ndarray, faces: np.ndarray, vmap: np.ndarray, uv_faces: np.ndarray,
                          uvs: np.ndarray, max_faces: int, extent: float | None = None
-                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A level with at most ``max_faces`` faces in LOD0's atlas, in the exporter's layout.
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """A level with at most ``max_faces`` faces in LOD0's atlas, in the exporter's layout, or None.
 
     In: LOD0's geometric mesh (``vertices``, ``faces``) and its UV split (``vmap`` into vertices,
     ``uv_faces``, ``uvs``). Out: (vertices, faces, vmap, uv_faces, uvs) of the level. Seams are
     locked when that reaches the budget; otherwise the welded surface is decimated and each new face
     takes the chart of the LOD0 face nearest to it (faces that straddle a seam then stretch the
-    chart's edge texels: a far-away level's small price).
+    chart's edge texels: a far-away level's small price). None when even that cannot reach the
+    budget (many small closed pieces, e.g. a vehicle's bolts): the caller ends the chain there.
     """
     from scipy.spatial import cKDTree
 
@@ -128,7 +129,10 @@ def decimate_keeping_uvs(vertices: np.ndarray, faces: np.ndarray, vmap: np.ndarr
         point_chart = _vertex_charts(dv, dsf, sv[sf].mean(1), ref_face_chart)
         gv, gf, smap = weld_exact(dv, dsf)
         return gv, gf, smap, dsf, transfer_uvs(dv, point_chart, sv, sf, uvs, ref_face_chart)
-    gv, gf = decimate(v, np.asarray(faces, np.int32), max_faces, extent=extent)
+    try:
+        gv, gf = decimate(v, np.asarray(faces, np.int32), max_faces, extent=extent)
+    except RuntimeError:                # decimate's last resort gave up: no such level
+        return None
     _, near = cKDTree(sv[sf].mean(1)).query(gv[gf].mean(1))
     smap, dsf, point_chart = _split_by_chart(gf, ref_face_chart[near])
     return gv, gf, smap, dsf, transfer_uvs(gv[smap], point_chart, sv, sf, uvs, ref_face_chart)
