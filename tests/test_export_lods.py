@@ -195,6 +195,20 @@ def test_convex_hull_reduction_on_a_sphere_and_a_box():
     assert vol == pytest.approx(4 * 2 * 1, rel=0.02)
 
 
+@pytest.mark.parametrize("shape", ["sheet", "plate", "rod"])
+def test_convex_hull_of_flat_and_thin_meshes(shape):
+    """A rug, a sign, a pole: the hull keeps their outline, gets (at least) 1/1000 of depth, never blows up."""
+    t = np.linspace(0, 2 * np.pi, 600, endpoint=False)
+    ring = np.stack([np.cos(t), np.sin(t), np.zeros_like(t)], 1)
+    p = {"sheet": ring, "plate": np.concatenate([ring, ring + [0, 0, 0.02]]),
+         "rod": np.stack([t, 0 * t, 0 * t], 1)}[shape]
+    hv, hf = convex_hull(p)
+    assert len(hf) <= MAX_CONVEX_FACES
+    _assert_convex_and_enclosing(hv.astype(np.float64), hf, p, tol=1e-5)
+    size = np.ptp(hv, 0)
+    assert np.allclose(size, np.maximum(np.ptp(p, 0), 1e-3 * np.ptp(p, 0).max()), rtol=0.02, atol=1e-4), size
+
+
 def test_mesh_collision_and_no_lods(generation, assert_valid_glb):
     glb, g = export(generation, collision="mesh")
     assert [n.name for n in g.nodes] == ["prop", "prop_LOD0", "prop-colonly"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from numbers import Integral
 from typing import Any
 
 from .errors import InputError
@@ -37,7 +38,7 @@ class ExportOptions:
             raise InputError(f"height must be between 0.01 and 1000 metres, got {self.height}")
         if self.alpha_mode not in ("auto", "OPAQUE", "MASK", "BLEND"):
             raise InputError(f"alpha mode must be auto, OPAQUE, MASK or BLEND, got {self.alpha_mode!r}")
-        if isinstance(self.lods, bool) or not isinstance(self.lods, int) or not (0 <= self.lods <= MAX_LODS):
+        if isinstance(self.lods, bool) or not isinstance(self.lods, Integral) or not (0 <= self.lods <= MAX_LODS):
             raise InputError(f"lods must be an integer between 0 and {MAX_LODS}, got {self.lods!r}")
         if self.collision not in COLLISION_KINDS:
             raise InputError(f"collision must be one of {', '.join(COLLISION_KINDS)}, got {self.collision!r}")

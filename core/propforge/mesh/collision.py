@@ -29,6 +29,23 @@ def _hull(points: np.ndarray):
             raise InputError(f"cannot build a convex collision hull: the mesh has no volume ({e})") from None
 
 
+def _thicken(points: np.ndarray, rel: float = 1e-3) -> np.ndarray:
+    """Points of a flat or line-like mesh (a sheet, a rod) given ``rel`` x its size of depth.
+
+    A convex collider needs volume (PhysX refuses flat hulls) and qhull needs it to run at all.
+    """
+    centre = points.mean(0)
+    _, _, axes = np.linalg.svd(points - centre, full_matrices=False)
+    extent = np.ptp((points - centre) @ axes.T, 0)
+    depth = rel * float(extent.max())
+    out = points
+    for axis, e in zip(axes, extent):
+        if e < depth:
+            pad = (depth - e) / 2
+            out = np.concatenate([out + axis * pad, out - axis * pad])
+    return out
+
+
 def _outward_faces(points: np.ndarray, hull) -> tuple[np.ndarray, np.ndarray]:
     """Hull vertices and triangles wound counter-clockwise seen from outside (qhull does not promise it)."""
     used = np.unique(hull.simplices)
@@ -108,14 +125,19 @@ def _enclosing(corners: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.
 def convex_hull(vertices: np.ndarray, max_faces: int = MAX_CONVEX_FACES) -> tuple[np.ndarray, np.ndarray]:
     """Convex (vertices, faces) enclosing ``vertices`` with at most ``max_faces`` triangles, outward wound.
 
-    Corners closer than 1/1000 of the size are merged first (no slivers), then the hull is scaled
-    about its centre by the tiny amount that merging gave away, so it still encloses every vertex.
+    Corners closer than 1/1000 of the size (1/10 of the thinnest extent) are merged first (no
+    slivers), then the hull is scaled about its centre by the tiny amount that merging gave away,
+    so it still encloses every vertex. Flat or line-like meshes get 1/1000 of their size as depth.
     """
     if max_faces < 12:
         raise ValueError(f"a convex hull needs a budget of at least 12 faces, got {max_faces}")
     p = np.asarray(vertices, np.float64)
+    if len(p) < 4 or np.ptp(p, 0).max() <= 0:
+        raise InputError("cannot build a convex collision hull: the mesh has no extent")
+    p = _thicken(p)
     hull = _hull(p)
-    eps = 1e-3 * float(np.ptp(p, 0).max())
+    size = np.ptp(p @ np.linalg.svd(p - p.mean(0), full_matrices=False)[2].T, 0)
+    eps = min(1e-3 * float(size.max()), 0.1 * float(size.min()))     # a thin plate keeps both faces
     if len(hull.simplices) <= max_faces:
         return _enclosing(_weld_close(p[hull.vertices], eps), p)
     count = max_faces // 4 + 3                      # F planes -> at most 4F - 12 triangles
