@@ -87,6 +87,29 @@ def test_lod_face_counts_halve_and_share_the_material(lod_glb):
     assert g.asset.extras["stats"]["lod_faces"] == counts
 
 
+def test_lods_keep_shape_and_outward_winding(lod_glb):
+    """Each level encloses LOD0's volume (within 3 %) and its faces face the same way as LOD0's."""
+    from roundtrip_metrics import closest_on_mesh
+
+    _, g = lod_glb
+    _, v0, f0 = node_mesh(g, "prop_LOD0")
+    n0 = np.cross(v0[f0[:, 1]] - v0[f0[:, 0]], v0[f0[:, 2]] - v0[f0[:, 0]])
+    vol0 = (np.cross(v0[f0[:, 0]], v0[f0[:, 1]]) * v0[f0[:, 2]]).sum() / 6
+    assert vol0 > 0
+    for k in (1, 2, 3):
+        prim, v, f = node_mesh(g, f"prop_LOD{k}")
+        vol = (np.cross(v[f[:, 0]], v[f[:, 1]]) * v[f[:, 2]]).sum() / 6
+        assert vol == pytest.approx(vol0, rel=0.03), k
+        n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+        area = np.linalg.norm(n, axis=1)
+        _, near, _ = closest_on_mesh(v[f].mean(1), v0, f0, 0.05)
+        assert (near >= 0).all()
+        agree = area[(n * n0[near]).sum(1) > 0].sum() / area.sum()
+        assert agree > 0.98, (k, agree)
+        shading = read_accessor(g, prim.attributes.NORMAL)[f].mean(1)
+        assert ((shading * n).sum(1) > 0).mean() > 0.99, k
+
+
 def _uv_stretch(g: gl.GLTF2, name: str) -> np.ndarray:
     """sqrt(UV area / surface area) per face: a face that straddles two charts blows this up."""
     prim, v, f = node_mesh(g, name)
