@@ -348,3 +348,31 @@ def test_blender_imports_lods_and_collision(generation, tmp_path):
     assert out["prop_LOD0"]["materials"] == out["prop_LOD1"]["materials"] == ["PropForgeMaterial"]
     assert out["prop-convcolonly"]["materials"] == [] and 0 < out["prop-convcolonly"]["faces"] <= MAX_CONVEX_FACES
     assert out["prop_LOD0"]["faces"] > out["prop_LOD1"]["faces"] > 0
+
+
+def test_grpc_and_http_jobs_carry_lods_and_collision(tmp_path):
+    """A real server: gRPC client options and an HTTP multipart job both reach the exporter."""
+    import asyncio
+
+    import aiohttp
+    from _server_util import cutout_png, form
+
+    from propforge_server.client import PropForgeClient
+    from propforge_server.server import ServerConfig, ThreadedServer
+
+    cfg = ServerConfig(host="127.0.0.1", grpc_port=0, http_port=0, backend="relief", workers=1, store=tmp_path)
+    small = {"faces": 1500, "texture_size": 128}
+    with ThreadedServer(cfg) as srv, PropForgeClient(srv.grpc_address) as client:
+        opts = GenerateOptions(backend="relief", export=ExportOptions(**small, lods=1, collision="mesh"))
+        glb, job = client.generate(cutout_png(seed=5), opts)
+        names = [n.name for n in gl.GLTF2.load_from_bytes(glb).nodes]
+        assert names == ["prop", "prop_LOD0", "prop_LOD1", "prop-colonly"]
+        assert job["options"]["lods"] == 1 and job["options"]["collision"] == "mesh"
+
+        async def bad_http() -> tuple[int, dict]:
+            async with aiohttp.ClientSession() as s:
+                async with s.post(f"{srv.http_url}/v1/jobs", data=form(cutout_png(seed=6), {"lods": 8})) as r:
+                    return r.status, await r.json(content_type=None)
+
+        status, body = asyncio.run(bad_http())
+        assert status == 400 and "options.lods" in body["detail"], body
