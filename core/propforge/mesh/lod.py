@@ -82,7 +82,10 @@ def _seam_locked(v: np.ndarray, f: np.ndarray, max_faces: int) -> tuple[np.ndarr
 
     target = max_faces
     for _ in range(3):
-        dv, df = fast_simplification.simplify(v, f, target_count=int(target), agg=3.0, preserve_border=True)
+        try:
+            dv, df = fast_simplification.simplify(v, f, target_count=int(target), agg=3.0, preserve_border=True)
+        except TypeError:               # fast-simplification < 0.2 has no preserve_border: use the fallback
+            return None
         dv, df = np.asarray(dv, np.float32), np.asarray(df, np.int32)
         df = df[nondegenerate(dv, df)]
         if len(df) <= max_faces:
