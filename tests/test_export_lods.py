@@ -376,3 +376,21 @@ def test_grpc_and_http_jobs_carry_lods_and_collision(tmp_path):
 
         status, body = asyncio.run(bad_http())
         assert status == 400 and "options.lods" in body["detail"], body
+
+
+def test_uv_transfer_stays_in_the_points_chart():
+    """Two charts stacked in space: a point takes the UV of its own chart's closest point, never the other's."""
+    from propforge.mesh.lod import _transfer_by_chart, transfer_uvs
+
+    v = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1], [1, 0, 1], [1, 1, 1], [0, 1, 1]], np.float32)
+    f = np.array([[0, 1, 2], [0, 2, 3], [4, 5, 6], [4, 6, 7]])
+    uv = np.concatenate([v[:4, :2] * 0.5, v[4:, :2] * 0.5 + 0.5]).astype(np.float32)
+    face_chart = np.array([0, 0, 1, 1])
+    rng = np.random.default_rng(1)
+    p = (rng.random((200, 3)) * 1.4 - 0.2).astype(np.float32)
+    chart = rng.integers(0, 2, 200)
+    want = np.clip(p[:, :2], 0, 1) * 0.5 + 0.5 * chart[:, None]
+    assert np.abs(transfer_uvs(p, chart, v, f, uv, face_chart) - want).max() < 1e-6
+    brute = _transfer_by_chart(p.astype(np.float64), chart, v[f].astype(np.float64), uv[f].astype(np.float64),
+                               face_chart)
+    assert np.abs(brute - want).max() < 1e-6

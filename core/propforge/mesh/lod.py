@@ -33,16 +33,51 @@ def chart_labels(faces: np.ndarray, num_vertices: int) -> np.ndarray:
     return connected_components(g, directed=False)[1]
 
 
+def _majority(group: np.ndarray, label: np.ndarray, groups: int) -> np.ndarray:
+    """Most frequent ``label`` in each group (sparse counting: groups x labels may be huge)."""
+    n_labels = int(label.max()) + 1
+    pairs, counts = np.unique(group.astype(np.int64) * n_labels + label, return_counts=True)
+    g, lab = pairs // n_labels, pairs % n_labels
+    order = np.lexsort((-counts, g))                       # per group, the largest count first
+    first = order[np.unique(g[order], return_index=True)[1]]
+    out = np.zeros(groups, np.int64)
+    out[g[first]] = lab[first]
+    return out
+
+
 def _vertex_charts(v: np.ndarray, f: np.ndarray, ref_centroids: np.ndarray, ref_chart: np.ndarray) -> np.ndarray:
     """Chart of each decimated vertex: majority vote of its component's faces' nearest LOD0 faces."""
     from scipy.spatial import cKDTree
 
     comp = chart_labels(f, len(v))
     _, near = cKDTree(ref_centroids).query(v[f].mean(1))
-    face_comp = comp[f[:, 0]]
-    votes = np.zeros((comp.max() + 1, ref_chart.max() + 1), np.int64)   # components x charts, both small
-    np.add.at(votes, (face_comp, ref_chart[near]), 1)
-    return votes.argmax(1)[comp]
+    return _majority(comp[f[:, 0]], ref_chart[near], int(comp.max()) + 1)[comp]
+
+
+def _closest_in(points: np.ndarray, tri: np.ndarray, ref_uv_tri: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distance, UV) of the closest point on any of ``tri`` [T, 3, 3] for each point (brute force)."""
+    p = np.repeat(points, len(tri), 0)
+    t = np.tile(tri, (len(points), 1, 1))
+    lam = closest_barycentric(t, p)
+    dist = np.linalg.norm((lam[:, :, None] * t).sum(1) - p, axis=1).reshape(len(points), len(tri))
+    best = dist.argmin(1)
+    lam = lam.reshape(len(points), len(tri), 3)[np.arange(len(points)), best]
+    return dist[np.arange(len(points)), best], (lam[:, :, None] * ref_uv_tri[best]).sum(1)
+
+
+def _transfer_by_chart(points: np.ndarray, point_chart: np.ndarray, tri: np.ndarray, tri_uv: np.ndarray,
+                       face_chart: np.ndarray, budget: int = 1 << 21) -> np.ndarray:
+    """Brute-force closest point per chart, for points whose chart is not among their nearest faces."""
+    order = np.argsort(face_chart, kind="stable")
+    starts = np.searchsorted(face_chart[order], np.arange(int(face_chart.max()) + 2))
+    out = np.zeros((len(points), 2), np.float32)
+    for c in np.unique(point_chart):
+        faces = order[starts[c]:starts[c + 1]]
+        idx = np.nonzero(point_chart == c)[0]
+        step = max(1, budget // max(len(faces), 1))
+        for i in range(0, len(idx), step):
+            out[idx[i:i + step]] = _closest_in(points[idx[i:i + step]], tri[faces], tri_uv[faces])[1]
+    return out
 
 
 def transfer_uvs(points: np.ndarray, point_chart: np.ndarray, ref_v: np.ndarray, ref_f: np.ndarray,
@@ -53,7 +88,7 @@ def transfer_uvs(points: np.ndarray, point_chart: np.ndarray, ref_v: np.ndarray,
     tree = cKDTree(ref_v[ref_f].mean(1))
     out = np.zeros((len(points), 2), np.float32)
     todo = np.arange(len(points))
-    for k in (CANDIDATES, 256, len(ref_f)):                 # widen the search for the few that need it
+    for k in (CANDIDATES, 256):                             # widen the search for the few that need it
         if len(todo) == 0:
             break
         k = min(k, len(ref_f))
@@ -73,6 +108,10 @@ def transfer_uvs(points: np.ndarray, point_chart: np.ndarray, ref_v: np.ndarray,
         uv = (lam[pick, :, None] * ref_uv[ref_f[cand[rows[pick], cols[pick]]]]).sum(1)
         out[todo[rows[pick]]] = uv
         todo = todo[~found]
+    if len(todo):
+        out[todo] = _transfer_by_chart(points[todo].astype(np.float64), point_chart[todo],
+                                       ref_v[ref_f].astype(np.float64), ref_uv[ref_f].astype(np.float64),
+                                       ref_face_chart)
     return out
 
 
