@@ -22,7 +22,7 @@ from ..fileio import write_atomic
 from ..mesh.cleanup import clean_mesh
 from ..mesh.collision import collision_mesh, convex_hull
 from ..mesh.decimate import decimate
-from ..mesh.lod import decimate_keeping_uvs, lod_budgets
+from ..mesh.lod import lod_budgets, lod_levels
 from ..mesh.normals import export_normals
 from ..mesh.uv import unwrap
 from ..options import ExportOptions
@@ -134,20 +134,14 @@ def export_glb(generation: Generation, options: ExportOptions | None = None, pat
 def _lod_meshes(v: np.ndarray, f: np.ndarray, vmap: np.ndarray, uv_faces: np.ndarray, uvs: np.ndarray,
                 levels: int, material: PBRMaterial, extent: float, plan: StagePlan) -> list[TexturedMesh]:
     """LOD1..n in LOD0's atlas, each about half the faces of the one before; a level that cannot get
-    below the previous one's face count (tiny meshes) ends the chain."""
+    below the previous one's face count (tiny meshes, many small pieces) ends the chain."""
     out: list[TexturedMesh] = []
-    last = len(f)
-    for k, budget in enumerate(lod_budgets(len(f), levels), 1):
-        if budget >= last:
-            break
-        plan("lod", (k - 1) / max(levels, 1), step=k, total=levels, message=f"LOD{k}: at most {budget} faces")
-        level = decimate_keeping_uvs(v, f, vmap, uv_faces, uvs, budget, extent=extent)
-        if level is None or len(level[3]) >= last or len(level[3]) == 0:
-            break
-        gv, gf, smap, sf, suv = level
+    budgets = lod_budgets(len(f), levels)
+    plan("lod", 0.0, step=0, total=levels, message=f"LOD1: at most {budgets[0]} faces" if budgets else "")
+    for k, (gv, gf, smap, sf, suv) in enumerate(lod_levels(v, f, vmap, uv_faces, uvs, budgets, extent), 1):
         nmap, faces, normals = export_normals(gv, gf, sf)
         out.append(TexturedMesh(gv[smap][nmap], faces, uvs=suv[nmap], normals=normals, material=material))
-        last = len(sf)
+        plan("lod", k / max(levels, 1), step=k, total=levels, message=f"LOD{k}: {len(faces)} faces")
     return out
 
 

@@ -5,9 +5,12 @@ Each level decimates the UV-split LOD0 mesh with its UV seams locked (fast-simpl
 position on both sides, so the welded surface never cracks, and the interior of each chart
 collapses freely. Vertices that QEM moved get their UV back by projecting them onto LOD0's surface
 inside their own chart (barycentric interpolation), so texels stay where LOD0 put them.
-Locked seams bound how far a level can go; a level that cannot reach its budget is dropped.
+Locked seams bound how far a level can go; past that, levels come from the welded surface with
+each face mapped into one chart (see ``lod_levels``).
 """
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -81,11 +84,23 @@ def _transfer_by_chart(points: np.ndarray, point_chart: np.ndarray, tri: np.ndar
 
 
 def transfer_uvs(points: np.ndarray, point_chart: np.ndarray, ref_v: np.ndarray, ref_f: np.ndarray,
-                 ref_uv: np.ndarray, ref_face_chart: np.ndarray) -> np.ndarray:
-    """UV of each point: LOD0's UV at the closest point of LOD0's surface within the point's chart."""
+                 ref_uv: np.ndarray, ref_face_chart: np.ndarray, chunk: int = 1 << 15) -> np.ndarray:
+    """UV of each point: LOD0's UV at the closest point of LOD0's surface within the point's chart.
+
+    Points go in chunks so a million-face level needs tens of MB, not gigabytes.
+    """
     from scipy.spatial import cKDTree
 
     tree = cKDTree(ref_v[ref_f].mean(1))
+    out = np.zeros((len(points), 2), np.float32)
+    for i in range(0, len(points), chunk):
+        out[i:i + chunk] = _transfer_chunk(tree, points[i:i + chunk], point_chart[i:i + chunk], ref_v, ref_f,
+                                           ref_uv, ref_face_chart)
+    return out
+
+
+def _transfer_chunk(tree, points: np.ndarray, point_chart: np.ndarray, ref_v: np.ndarray, ref_f: np.ndarray,
+                    ref_uv: np.ndarray, ref_face_chart: np.ndarray) -> np.ndarray:
     out = np.zeros((len(points), 2), np.float32)
     todo = np.arange(len(points))
     for k in (CANDIDATES, 256):                             # widen the search for the few that need it
@@ -129,6 +144,8 @@ def _seam_locked(v: np.ndarray, f: np.ndarray, max_faces: int) -> tuple[np.ndarr
         df = df[nondegenerate(dv, df)]
         if len(df) <= max_faces:
             break
+        if len(df) > 1.05 * max_faces:   # far off: the locked seams stopped it, retrying will not help
+            return None
         target = max(4, target - (len(df) - max_faces) - max(1, max_faces // 50))
     if len(df) > max_faces or len(df) == 0:
         return None
@@ -145,17 +162,21 @@ def _split_by_chart(faces: np.ndarray, face_chart: np.ndarray) -> tuple[np.ndarr
     return uniq[:, 0], inv.reshape(-1, 3).astype(np.int32), uniq[:, 1]
 
 
-def decimate_keeping_uvs(vertices: np.ndarray, faces: np.ndarray, vmap: np.ndarray, uv_faces: np.ndarray,
-                         uvs: np.ndarray, max_faces: int, extent: float | None = None
-                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """A level with at most ``max_faces`` faces in LOD0's atlas, in the exporter's layout, or None.
+Level = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def lod_levels(vertices: np.ndarray, faces: np.ndarray, vmap: np.ndarray, uv_faces: np.ndarray, uvs: np.ndarray,
+               budgets: list[int], extent: float | None = None) -> Iterator[Level]:
+    """LOD1..n in LOD0's atlas, one per budget, each with fewer faces than the one before.
 
     In: LOD0's geometric mesh (``vertices``, ``faces``) and its UV split (``vmap`` into vertices,
-    ``uv_faces``, ``uvs``). Out: (vertices, faces, vmap, uv_faces, uvs) of the level. Seams are
-    locked when that reaches the budget; otherwise the welded surface is decimated and each new face
-    takes the chart of the LOD0 face nearest to it (faces that straddle a seam then stretch the
-    chart's edge texels: a far-away level's small price). None when even that cannot reach the
-    budget (many small closed pieces, e.g. a vehicle's bolts): the caller ends the chain there.
+    ``uv_faces``, ``uvs``). Yields (vertices, faces, vmap, uv_faces, uvs) per level, the exporter's
+    layout. Seams stay locked while that reaches the budget; after that the welded surface is
+    decimated and each new face takes the chart of the LOD0 face nearest to it (faces that straddle
+    a seam then stretch the chart's edge texels: a far-away level's small price). Each level is
+    decimated from the one before (less work, same seams); UVs always come from LOD0. The chain
+    ends at the first level that cannot be made smaller (many small closed pieces, e.g. a
+    vehicle's bolts).
     """
     from scipy.spatial import cKDTree
 
@@ -165,19 +186,39 @@ def decimate_keeping_uvs(vertices: np.ndarray, faces: np.ndarray, vmap: np.ndarr
     sv, sf = v[vmap], np.asarray(uv_faces, np.int32)
     uvs = np.asarray(uvs, np.float32)
     ref_face_chart = chart_labels(sf, len(sv))[sf[:, 0]]
-    locked = _seam_locked(sv, sf, max_faces)
-    if locked is not None:
-        dv, dsf = locked
-        point_chart = _vertex_charts(dv, dsf, sv[sf].mean(1), ref_face_chart)
-        gv, gf, smap = weld_exact(dv, dsf)
-        return gv, gf, smap, dsf, transfer_uvs(dv, point_chart, sv, sf, uvs, ref_face_chart)
-    try:
-        gv, gf = decimate(v, np.asarray(faces, np.int32), max_faces, extent=extent)
-    except RuntimeError:                # decimate's last resort gave up: no such level
-        return None
-    _, near = cKDTree(sv[sf].mean(1)).query(gv[gf].mean(1))
-    smap, dsf, point_chart = _split_by_chart(gf, ref_face_chart[near])
-    return gv, gf, smap, dsf, transfer_uvs(gv[smap], point_chart, sv, sf, uvs, ref_face_chart)
+    ref_centroids = sv[sf].mean(1)
+    split: tuple[np.ndarray, np.ndarray] | None = (sv, sf)      # the locked chain's last level
+    geo = (v, np.asarray(faces, np.int32))                       # the welded chain's last level
+    last = len(sf)
+    for budget in budgets:
+        if budget >= last:
+            return
+        locked = _seam_locked(*split, budget) if split is not None else None
+        if locked is not None:
+            dv, dsf = locked
+            point_chart = _vertex_charts(dv, dsf, ref_centroids, ref_face_chart)
+            gv, gf, smap = weld_exact(dv, dsf)
+            level = (gv, gf, smap, dsf, transfer_uvs(dv, point_chart, sv, sf, uvs, ref_face_chart))
+            split = locked
+        else:
+            split = None
+            try:
+                gv, gf = decimate(*geo, budget, extent=extent)
+            except RuntimeError:            # decimate's last resort gave up: no such level
+                return
+            _, near = cKDTree(ref_centroids).query(gv[gf].mean(1))
+            smap, dsf, point_chart = _split_by_chart(gf, ref_face_chart[near])
+            level = (gv, gf, smap, dsf, transfer_uvs(gv[smap], point_chart, sv, sf, uvs, ref_face_chart))
+        if len(level[3]) == 0 or len(level[3]) >= last:
+            return
+        geo, last = (level[0], level[1]), len(level[3])
+        yield level
+
+
+def decimate_keeping_uvs(vertices: np.ndarray, faces: np.ndarray, vmap: np.ndarray, uv_faces: np.ndarray,
+                         uvs: np.ndarray, max_faces: int, extent: float | None = None) -> Level | None:
+    """One level with at most ``max_faces`` faces in LOD0's atlas (see ``lod_levels``), or None."""
+    return next(lod_levels(vertices, faces, vmap, uv_faces, uvs, [max_faces], extent), None)
 
 
 def weld_exact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
