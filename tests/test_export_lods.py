@@ -61,6 +61,16 @@ def test_default_output_has_one_node(generation):
     _, g = export(generation)
     assert [n.name for n in g.nodes] == ["prop"] and len(g.meshes) == 1 and g.nodes[0].mesh == 0
     assert "lod_faces" not in g.asset.extras["stats"]
+    # plain jobs keep the metadata (and option hashes: result cache, watch mode) they had before LODs
+    assert not {"lods", "collision"} & set(g.asset.extras["options"]["export"])
+
+
+def test_option_dicts_round_trip():
+    plain = GenerateOptions()
+    assert not {"lods", "collision"} & set(plain.to_dict()["export"])
+    rich = GenerateOptions(export=ExportOptions(lods=3, collision="mesh"))
+    back = GenerateOptions.from_dict(rich.to_dict())
+    assert (back.export.lods, back.export.collision) == (3, "mesh") and back.to_dict() == rich.to_dict()
 
 
 def test_lod_nodes_are_siblings_under_one_root(lod_glb):

@@ -12,6 +12,9 @@ PIPELINE_TYPES = ("512", "1024", "1024_cascade", "1536_cascade")
 QUALITY_PRESETS = {"draft": "512", "standard": "1024_cascade", "high": "1536_cascade"}
 COLLISION_KINDS = ("none", "convex", "mesh")
 MAX_LODS = 4
+#: export fields added after the first release, left out of option dicts while at their defaults:
+#: option hashes (result cache, watch mode) and GLB metadata of plain jobs stay what they were
+LATER_EXPORT_DEFAULTS = {"lods": 0, "collision": "none"}
 
 
 @dataclass
@@ -44,6 +47,13 @@ class ExportOptions:
             raise InputError(f"collision must be one of {', '.join(COLLISION_KINDS)}, got {self.collision!r}")
         return self
 
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for name, default in LATER_EXPORT_DEFAULTS.items():
+            if d.get(name) == default:
+                del d[name]
+        return d
+
 
 @dataclass
 class GenerateOptions:
@@ -72,7 +82,9 @@ class GenerateOptions:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["export"] = self.export.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "GenerateOptions":

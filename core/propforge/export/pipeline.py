@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -43,7 +42,7 @@ def _version() -> str:
 
 def _metadata(generation: Generation, options: ExportOptions, stats: dict[str, Any]) -> dict[str, Any]:
     opts = dict(generation.options)
-    opts["export"] = asdict(options)
+    opts["export"] = options.to_dict()
     meta = {"generator": generation.generator, "options": opts, "seed": int(generation.seed),
             "source_sha256": generation.source_sha256, "notes": generation.notes,
             "propforge_version": _version(), "stats": stats}
