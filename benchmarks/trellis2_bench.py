@@ -83,6 +83,38 @@ def sdpa_microbench(lengths: tuple[int, ...] = (8192, 32768)) -> dict:
     return out
 
 
+def profile_flow(pipe, tokens: int, out: Path | None) -> dict:
+    """One shape_1024 flow call at ``tokens`` random 64³ tokens under torch.profiler: where the time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    flow = pipe.model("shape_slat_flow_model_1024")
+    g = torch.Generator().manual_seed(0)
+    flat = torch.randperm(64 ** 3, generator=g)[:tokens].sort().values
+    coords = torch.stack([torch.zeros_like(flat), flat // 4096, flat // 64 % 64, flat % 64], 1).int().cuda()
+    x = torch.randn(tokens, 32, generator=g).cuda()
+    cond = torch.randn(1, 4101, flow.config.cond_channels, generator=g).cuda()
+    t = torch.tensor([500.0], device="cuda")
+    with torch.inference_mode():
+        for _ in range(2):
+            flow(x, coords, t, cond)
+        torch.cuda.synchronize()
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record(); flow(x, coords, t, cond); b.record(); torch.cuda.synchronize()
+        ms = a.elapsed_time(b)
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            flow(x, coords, t, cond)
+            torch.cuda.synchronize()
+    try:
+        table = prof.key_averages().table(sort_by="device_time_total", row_limit=18, max_name_column_width=60)
+    except Exception:  # noqa: BLE001 - older torch names the column cuda_time_total
+        table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=60)
+    if out is not None:
+        out.with_name("profile_flow.txt").write_text(table)
+    L = cond.shape[1]
+    tflop = (2.3593e9 * tokens + 1.887e8 * L + 184320 * tokens ** 2 + 184320 * tokens * L) / 1e12
+    return {"tokens": tokens, "ms": round(ms, 1), "tflop": round(tflop, 1), "tflops": round(tflop / ms * 1e3, 1)}
+
+
 def emit(path: Path | None, record: dict) -> None:
     line = json.dumps(record)
     print(line, flush=True)
@@ -102,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ss-tokens", type=int, default=None, help="with --make: target 32³ structure tokens")
     ap.add_argument("--json", type=Path, default=None, help="append JSON lines here")
     ap.add_argument("--no-microbench", action="store_true", help="skip the SDPA backend comparison (GPU)")
+    ap.add_argument("--profile-tokens", type=int, default=0,
+                    help="GPU: profile one shape_1024 flow call at this many tokens (profile_flow.txt)")
     args = ap.parse_args(argv)
 
     from propforge.trellis2.pipeline import Trellis2Pipeline
@@ -153,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
                    "peak_gib": {k: round(v, 2) for k, v in st.get("peak_gib", {}).items()}}
             emit(args.json, rec)
             rows.append(rec)
+    if args.profile_tokens and pipe.device.type == "cuda":
+        emit(args.json, {"profile_flow": profile_flow(pipe, args.profile_tokens, args.json)})
     print("\n| type | R | tokens (SS / shape) | voxels | " + " | ".join(STAGES) + " | total s | peak GiB |")
     print("|" + "---|" * (len(STAGES) + 6))
     for r in rows:
