@@ -115,6 +115,46 @@ def profile_flow(pipe, tokens: int, out: Path | None) -> dict:
     return {"tokens": tokens, "ms": round(ms, 1), "tflop": round(tflop, 1), "tflops": round(tflop / ms * 1e3, 1)}
 
 
+def flow_parity(pipe, tokens: int = 8192) -> dict:
+    """Relative L2 between the compiled-glue and the eager shape_1024 flow on one random call."""
+    from propforge.trellis2 import flow as flow_mod
+
+    flow = pipe.model("shape_slat_flow_model_1024")
+    g = torch.Generator().manual_seed(1)
+    flat = torch.randperm(64 ** 3, generator=g)[:tokens].sort().values
+    coords = torch.stack([torch.zeros_like(flat), flat // 4096, flat // 64 % 64, flat % 64], 1).int().cuda()
+    x, cond = torch.randn(tokens, 32, generator=g).cuda(), torch.randn(1, 4101, 1024, generator=g).cuda()
+    t = torch.tensor([700.0], device="cuda")
+    outs = []
+    for on in (False, True):
+        flow_mod.set_compile(on)
+        with torch.inference_mode():
+            outs.append(flow(x, coords, t, cond).double())
+    return {"tokens": tokens, "rel_l2": float((outs[1] - outs[0]).norm() / outs[0].norm())}
+
+
+def compile_ab(pipe, image: Image.Image, types: list[str], args) -> list[dict]:
+    """Same runs with the flow glue fused by torch.compile: first run (compiles) and a timed one."""
+    from propforge.trellis2 import flow as flow_mod
+
+    t = time.perf_counter()
+    emit(args.json, {"compile_parity": flow_parity(pipe), "s": round(time.perf_counter() - t, 1)})
+    flow_mod.set_compile(True)
+    rows = []
+    for ty in types:
+        for r in range(2):
+            t = time.perf_counter()
+            st = pipe.run(image, seed=args.seed, pipeline_type=ty).stats
+            rec = {"type": ty + "+compile", "repeat": r, "total_s": round(time.perf_counter() - t, 2),
+                   "resolution": st["resolution"], "ss_tokens": st["ss_tokens"], "shape_tokens": st["shape_tokens"],
+                   "voxels": st["voxels"], "timings_s": {k: round(v, 3) for k, v in st["timings_s"].items()},
+                   "peak_gib": {k: round(v, 2) for k, v in st.get("peak_gib", {}).items()}}
+            emit(args.json, rec)
+            rows.append(rec)
+    flow_mod.set_compile(False)
+    return rows
+
+
 def emit(path: Path | None, record: dict) -> None:
     line = json.dumps(record)
     print(line, flush=True)
@@ -134,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ss-tokens", type=int, default=None, help="with --make: target 32³ structure tokens")
     ap.add_argument("--json", type=Path, default=None, help="append JSON lines here")
     ap.add_argument("--no-microbench", action="store_true", help="skip the SDPA backend comparison (GPU)")
+    ap.add_argument("--compile-ab", action="store_true",
+                    help="GPU: repeat every type with the flow glue fused by torch.compile (A/B)")
     ap.add_argument("--profile-tokens", type=int, default=0,
                     help="GPU: profile one shape_1024 flow call at this many tokens (profile_flow.txt)")
     args = ap.parse_args(argv)
@@ -187,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
                    "peak_gib": {k: round(v, 2) for k, v in st.get("peak_gib", {}).items()}}
             emit(args.json, rec)
             rows.append(rec)
+    if args.compile_ab and pipe.device.type == "cuda":
+        rows += compile_ab(pipe, image, types, args)
     if args.profile_tokens and pipe.device.type == "cuda":
         emit(args.json, {"profile_flow": profile_flow(pipe, args.profile_tokens, args.json)})
     print("\n| type | R | tokens (SS / shape) | voxels | " + " | ".join(STAGES) + " | total s | peak GiB |")

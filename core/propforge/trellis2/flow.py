@@ -8,9 +8,11 @@ with each batch item's rows contiguous.
 """
 from __future__ import annotations
 
+import functools
 import math
+import os
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -76,33 +78,86 @@ def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 1000
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
-def rope_phases(pos: torch.Tensor, head_dim: int, rope_freq: tuple[float, float]) -> torch.Tensor:
-    """Complex phases [T, head_dim/2] for integer positions [T, 3]: x|y|z blocks, tail unrotated."""
+def rope_phases(pos: torch.Tensor, head_dim: int, rope_freq: tuple[float, float]
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin) [T, head_dim/2] for integer positions [T, 3]: x|y|z blocks, tail unrotated."""
     freq_dim = head_dim // 2 // 3
     freqs = rope_freq[0] / (rope_freq[1] ** (torch.arange(freq_dim, dtype=torch.float32, device=pos.device) / freq_dim))
     angles = (pos.float()[:, :, None] * freqs).reshape(len(pos), 3 * freq_dim)
     pad = head_dim // 2 - 3 * freq_dim
     if pad:
         angles = torch.cat([angles, angles.new_zeros(len(pos), pad)], dim=-1)
-    return torch.polar(torch.ones_like(angles), angles)
+    return torch.cos(angles), torch.sin(angles)
 
 
-def apply_rope(x: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved channel pairs of x [..., T, H, D] by phases [T, D/2] (fp32 math)."""
-    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
-    out = torch.view_as_real(xc * phases[:, None, :]).reshape(x.shape)
-    return out.to(x.dtype)
+# Memory-bound glue between the matmuls (~35 % of a flow call on an H100, benchmarks/RESULTS.md).
+# ``PROPFORGE_COMPILE=1`` (or ``set_compile(True)``) fuses each function with torch.compile on CUDA;
+# the eager code is the same function.
+_COMPILE = {"on": os.environ.get("PROPFORGE_COMPILE", "") == "1"}
 
 
-def layer_norm32(x: torch.Tensor, norm: nn.LayerNorm | None = None, eps: float = 1e-6) -> torch.Tensor:
-    """LayerNorm computed in fp32, result in x's dtype (upstream LayerNorm32)."""
-    if norm is not None:
-        return norm(x.float()).to(x.dtype)
-    return F.layer_norm(x.float(), x.shape[-1:], eps=eps).to(x.dtype)
+def set_compile(on: bool) -> None:
+    _COMPILE["on"] = bool(on)
+
+
+def _compile(fn: Callable) -> Callable:
+    import torch._inductor.config as inductor_config
+    inductor_config.emulate_precision_casts = True     # round like eager bf16 ops do (reference parity)
+    return torch.compile(fn, dynamic=True)
+
+
+def _fusable(fn: Callable) -> Callable:
+    compiled: list[Callable] = []
+
+    @functools.wraps(fn)
+    def run(*args: Any) -> torch.Tensor:
+        if _COMPILE["on"] and args[0].is_cuda:
+            if not compiled:
+                compiled.append(_compile(fn))
+            return compiled[0](*args)
+        return fn(*args)
+    return run
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved channel pairs (re, im) of x [B, T, H, D] by angle tables [T, D/2] in fp32."""
+    xf = x.float().unflatten(-1, (-1, 2))
+    x0, x1 = xf[..., 0], xf[..., 1]
+    c, s = cos[:, None], sin[:, None]
+    return torch.stack([x0 * c - x1 * s, x0 * s + x1 * c], -1).flatten(-2).to(x.dtype)
+
+
+def rms_norm(x: torch.Tensor, gamma: torch.Tensor, scale: float) -> torch.Tensor:
+    """L2-normalise per head × gamma × sqrt(D) (spec §2.7); no eps inside the root; fp32 math."""
+    return (F.normalize(x.float(), dim=-1) * gamma * scale).to(x.dtype)
+
+
+@_fusable
+def rms_rope(x: torch.Tensor, gamma: torch.Tensor, scale: float, cos: torch.Tensor, sin: torch.Tensor
+             ) -> torch.Tensor:
+    """QK norm then RoPE (the order upstream uses)."""
+    return apply_rope(rms_norm(x, gamma, scale), cos, sin)
+
+
+@_fusable
+def ln_modulate(h: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Affine-free LayerNorm (fp32 stats, eps 1e-6) -> x·(1 + scale) + shift in h's dtype."""
+    return F.layer_norm(h.float(), h.shape[-1:], eps=1e-6).to(h.dtype) * (1 + scale) + shift
+
+
+@_fusable
+def ln_affine(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """LayerNorm with fp32 affine parameters (``norm2``), eps 1e-6, result in h's dtype."""
+    return F.layer_norm(h.float(), h.shape[-1:], weight, bias, 1e-6).to(h.dtype)
+
+
+@_fusable
+def gated_add(h: torch.Tensor, y: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    return h + y * gate
 
 
 class RMSNorm(nn.Module):
-    """L2-normalise per head × gamma × sqrt(D) (spec §2.7); no eps inside the root."""
+    """Per-head QK norm parameters (``gamma`` [H, D]); the math is ``rms_norm``."""
 
     def __init__(self, heads: int, dim: int) -> None:
         super().__init__()
@@ -110,7 +165,7 @@ class RMSNorm(nn.Module):
         self.scale = dim ** 0.5
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (F.normalize(x.float(), dim=-1) * self.gamma * self.scale).to(x.dtype)
+        return rms_norm(x, self.gamma, self.scale)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -131,12 +186,15 @@ class SelfAttention(nn.Module):
         self.qk_norm = qk_norm
         self.to_out = nn.Linear(c, c)
 
-    def forward(self, x: torch.Tensor, phases: torch.Tensor, seqlens: list[int]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, phases: tuple[torch.Tensor, torch.Tensor], seqlens: list[int]
+                ) -> torch.Tensor:
         """x [1, T, C] packed tokens of all samples; each sample attends only to itself."""
         q, k, v = self.to_qkv(x).reshape(*x.shape[:2], 3, self.heads, -1).unbind(2)
         if self.qk_norm:
-            q, k = self.q_rms_norm(q), self.k_rms_norm(k)
-        q, k = apply_rope(q, phases), apply_rope(k, phases)
+            qn, kn = self.q_rms_norm, self.k_rms_norm
+            q, k = rms_rope(q, qn.gamma, qn.scale, *phases), rms_rope(k, kn.gamma, kn.scale, *phases)
+        else:
+            q, k = apply_rope(q, *phases), apply_rope(k, *phases)
         if len(seqlens) == 1:
             o = attention(q, k, v)
         else:
@@ -198,17 +256,16 @@ class Block(nn.Module):
         self.modulation = nn.Parameter(torch.randn(6 * c) / c ** 0.5)
 
     def forward(self, h: torch.Tensor, mod: torch.Tensor, cond: torch.Tensor,
-                phases: torch.Tensor, seqlens: list[int], zero_cond: bool = False) -> torch.Tensor:
+                phases: tuple[torch.Tensor, torch.Tensor], seqlens: list[int], zero_cond: bool = False
+                ) -> torch.Tensor:
         """h [1, T, C]; mod [1, T or 1, 6C] already expanded to tokens."""
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation + mod).to(mod.dtype).chunk(6, dim=-1)
-        u = layer_norm32(h) * (1 + scale1) + shift1
-        h = h + self.self_attn(u, phases, seqlens) * gate1
+        h = gated_add(h, self.self_attn(ln_modulate(h, shift1, scale1), phases, seqlens), gate1)
         if zero_cond:
             h = h + self.cross_attn.zero_cond_out()
         else:
-            h = h + self.cross_attn(layer_norm32(h, self.norm2), cond, seqlens)
-        u = layer_norm32(h) * (1 + scale2) + shift2
-        return h + self.mlp(u) * gate2
+            h = h + self.cross_attn(ln_affine(h, self.norm2.weight, self.norm2.bias), cond, seqlens)
+        return gated_add(h, self.mlp(ln_modulate(h, shift2, scale2)), gate2)
 
 
 # ----------------------------------------------------------------------------------------- models
@@ -242,7 +299,7 @@ class _FlowTorso(nn.Module):
                 m.to(DTYPES[dtype])
 
     def _torso(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, token_batch: torch.Tensor | None,
-               phases: torch.Tensor, seqlens: list[int]) -> torch.Tensor:
+               phases: tuple[torch.Tensor, torch.Tensor], seqlens: list[int]) -> torch.Tensor:
         """x [1, T, Cin] fp32 -> [1, T, Cout] fp32; token_batch maps tokens to their sample's mod row."""
         h = self.input_layer(x).to(self.dtype)
         m = self.adaLN_modulation(self.t_embedder.mlp(timestep_embedding(t))).to(self.dtype)
@@ -260,9 +317,9 @@ class SparseStructureFlowModel(_FlowTorso):
 
     def __init__(self, cfg: FlowConfig) -> None:
         super().__init__(cfg)
-        self._phases: dict[torch.device, torch.Tensor] = {}   # upstream's `rope_phases` buffer, not stored
+        self._phases: dict[torch.device, tuple] = {}   # upstream's `rope_phases` buffer, not stored
 
-    def grid_phases(self, device: torch.device) -> torch.Tensor:
+    def grid_phases(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """RoPE phases of the dense grid, token n = r²·i + r·j + k (computed once per device)."""
         if device not in self._phases:
             r = self.config.resolution
@@ -277,7 +334,7 @@ class SparseStructureFlowModel(_FlowTorso):
         tokens = x.reshape(b, c, -1).transpose(1, 2).reshape(1, b * r ** 3, c)
         batch = torch.arange(b, device=x.device).repeat_interleave(r ** 3)
         phases = self.grid_phases(x.device)
-        phases = phases.repeat(b, 1) if b > 1 else phases
+        phases = tuple(p.repeat(b, 1) for p in phases) if b > 1 else phases
         out = self._torso(tokens, t, cond, batch if b > 1 else None, phases, [r ** 3] * b)
         return out.reshape(b, r ** 3, -1).transpose(1, 2).reshape(b, -1, r, r, r).contiguous()
 
