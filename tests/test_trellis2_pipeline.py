@@ -241,3 +241,16 @@ def test_folder_without_pipeline_json(tmp_path: Path) -> None:
     assert not Trellis2Generator.is_available(str(tmp_path))
     with pytest.raises(ModelLoadError, match="has no pipeline.json"):
         Trellis2Generator(model=str(tmp_path))
+
+
+def test_dtype_option_and_environment(tiny_root: Path, monkeypatch) -> None:
+    from propforge.errors import InputError
+    from propforge.trellis2.backend import Trellis2Generator
+
+    monkeypatch.setenv("PROPFORGE_TRELLIS2_DTYPE", "bfloat16")
+    gen = Trellis2Generator(model=str(tiny_root))
+    assert gen.pipeline.precision == "native"
+    assert gen.pipeline.model("shape_slat_flow_model_512").blocks[0].mlp.mlp[0].weight.dtype == torch.bfloat16
+    assert Trellis2Generator(model=str(tiny_root), dtype="float32").pipeline.precision == "float32"
+    with pytest.raises(InputError, match="dtype must be"):
+        Trellis2Generator(model=str(tiny_root), dtype="int8")

@@ -32,7 +32,9 @@ class Trellis2Generator:
 
     def __init__(self, model: str | os.PathLike | None = None, device: str | torch.device | None = None,
                  dtype: str | None = None, cache_dir: str | None = None, low_vram: bool | None = None) -> None:
-        """``dtype``: "native" (bf16 flows, fp16 decoders as released; GPU default) or "float32" (CPU default)."""
+        """``dtype``: "native" (bf16 flows, fp16 decoders as released; GPU default) or "float32" (CPU default);
+        ``PROPFORGE_TRELLIS2_DTYPE`` / ``PROPFORGE_TRELLIS2_MODEL`` set them for the CLI and server."""
+        dtype = dtype or os.environ.get("PROPFORGE_TRELLIS2_DTYPE") or None
         key = dtype.lower() if isinstance(dtype, str) else dtype
         if key not in PRECISIONS:
             raise InputError(f"dtype must be native, bfloat16 or float32, got {dtype!r}")
