@@ -254,3 +254,14 @@ def test_dtype_option_and_environment(tiny_root: Path, monkeypatch) -> None:
     assert Trellis2Generator(model=str(tiny_root), dtype="float32").pipeline.precision == "float32"
     with pytest.raises(InputError, match="dtype must be"):
         Trellis2Generator(model=str(tiny_root), dtype="int8")
+
+
+def test_licence_restricted_remover_is_never_the_default(monkeypatch):
+    from propforge.trellis2.pipeline import DEFAULT_REMOVER, remover_name
+
+    monkeypatch.delenv("PROPFORGE_REMBG_MODEL", raising=False)
+    assert remover_name("briaai/RMBG-2.0") == DEFAULT_REMOVER      # the release's pipeline.json
+    assert remover_name(None) == DEFAULT_REMOVER
+    assert remover_name("someone/OtherRemover") == "someone/OtherRemover"
+    monkeypatch.setenv("PROPFORGE_REMBG_MODEL", "briaai/RMBG-2.0")  # a deliberate choice
+    assert remover_name("ZhengPeng7/BiRefNet") == "briaai/RMBG-2.0"

@@ -8,6 +8,7 @@ sampler step; a callback that raises ``Cancelled`` stops the job between steps.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,23 @@ from .ss_decoder import occupied_coords
 STAGE_WEIGHTS = {"prepare": 1, "condition": 2, "structure": 8, "shape": 30, "texture": 20, "decode": 10}
 MAX_NUM_TOKENS = 49152
 LR_RESOLUTION = 512
+
+
+#: MIT-licensed background remover used unless the user names another one.
+DEFAULT_REMOVER = "ZhengPeng7/BiRefNet"
+#: Removers under non-commercial licences: the released pipeline.json names RMBG-2.0, but we never
+#: pick it by default; set PROPFORGE_REMBG_MODEL to use it (or any other) deliberately.
+RESTRICTED_REMOVERS = frozenset({"briaai/RMBG-2.0"})
+
+
+def remover_name(configured: str | None) -> str:
+    """The background-removal model to load: explicit env choice, else the config's unless restricted."""
+    explicit = os.environ.get("PROPFORGE_REMBG_MODEL")
+    if explicit:
+        return explicit
+    if not configured or configured in RESTRICTED_REMOVERS:
+        return DEFAULT_REMOVER
+    return configured
 
 
 @dataclass
@@ -149,7 +167,7 @@ class Trellis2Pipeline:
             if self.config.rembg_model is None:
                 raise InputError("the image has no transparent background and pipeline.json names no "
                                  "background remover; supply an RGBA cut-out")
-            name = self.config.rembg_model.get("args", {}).get("model_name", "ZhengPeng7/BiRefNet")
+            name = remover_name(self.config.rembg_model.get("args", {}).get("model_name"))
             local = self.root / name
             self._remover = BiRefNetRemover(str(local if local.is_dir() else name), self.device,
                                             self.cache_dir, loading.hub_offline())
