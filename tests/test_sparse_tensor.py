@@ -85,6 +85,26 @@ def test_spatial_to_channel_then_cached_channel_to_spatial_roundtrip():
     assert torch.equal(back.coords, x.coords) and torch.equal(back.feats, x.feats)
 
 
+def test_two_level_spatial_to_channel_is_undone_level_by_level():
+    """Cached-mode C2S of a coarse level re-creates the middle level with its own S2C map, so a second
+    cached C2S re-creates the fine voxels: exact coords, order and features (spec §2.5 'Cached mode')."""
+    g = torch.Generator().manual_seed(1)
+    flat = torch.randperm(16 ** 3, generator=g)[:300].sort().values
+    xyz = torch.stack([flat // 256, flat // 16 % 16, flat % 16], 1)
+    b = torch.cat([torch.zeros(170, 1, dtype=torch.long), torch.ones(130, 1, dtype=torch.long)], 0)
+    fine = SparseTensor(torch.randn(300, 2, generator=g), torch.cat([b, xyz], 1).to(torch.int32))
+    mid, _ = spatial_to_channel(fine)
+    coarse, _ = spatial_to_channel(mid.replace(mid.feats * 3))     # features replaced: cache shared
+    assert len(fine) > len(mid) > len(coarse)
+    back_mid, _ = channel_to_spatial(coarse)
+    assert torch.equal(back_mid.coords, mid.coords) and torch.equal(back_mid.feats, mid.feats * 3)
+    back_fine, parent = channel_to_spatial(back_mid.replace(mid.feats))
+    assert torch.equal(back_fine.coords, fine.coords) and torch.equal(back_fine.feats, fine.feats)
+    assert torch.equal(back_mid.coords[parent, 1:], fine.coords[:, 1:] // 2)
+    assert back_fine.scale == fine.scale and back_fine.batch_size == 2
+    assert "c2s_parent" not in mid.cache                          # the encoder's cache is not written to
+
+
 def test_rowwise_layers_keep_voxels():
     x = small()
     lin = SparseLinear(16, 5)

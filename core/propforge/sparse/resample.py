@@ -5,6 +5,9 @@ owns channel block k of the parent's features (child-major). Decoder (C2S): pare
 children ascending k where the mask is set. Encoder (S2C): parents = unique(coords // 2) sorted by
 flattened key, child k's features into slot k, absent children zero; the map is kept in the
 parents' cache so a later C2S at that scale re-creates exactly those children in that order.
+The map also keeps a reference to the children's cache, and a cached-mode C2S starts the re-created
+children's cache from a copy of it: they get the next finer level's map (and that level's neighbour
+maps), so a chain of S2C levels is undone level by level (upstream's scale-keyed spatial cache).
 """
 from __future__ import annotations
 
@@ -36,8 +39,8 @@ def channel_to_spatial(x: SparseTensor, mask: torch.Tensor | None = None) -> tup
     """Split each parent's 8·Cc channels among its children; returns (children, parent row per child).
 
     With ``mask`` [N, 8] bool, child k of parent n exists iff mask[n, k]. With ``mask=None`` the
-    children left by ``spatial_to_channel`` at this scale are re-created (cached mode). The
-    children's cache also holds the sub-index per child (key 'c2s_sub') for ``children_feats``.
+    children left by ``spatial_to_channel`` at this scale are re-created (cached mode), with a copy of
+    their cache (so the next finer level's map comes along). The children's cache also holds the sub-index per child (key 'c2s_sub') for ``children_feats``.
     """
     n = len(x)
     if x.feats.dim() != 2 or x.feats.shape[1] % 8:
@@ -45,15 +48,18 @@ def channel_to_spatial(x: SparseTensor, mask: torch.Tensor | None = None) -> tup
     if mask is None:
         if S2C_KEY not in x.cache:
             raise InputError("channel_to_spatial without a mask needs a tensor made by spatial_to_channel")
-        child_coords, parent, sub = x.cache[S2C_KEY]
+        child_coords, parent, sub, fine_cache = x.cache[S2C_KEY]
+        cache = dict(fine_cache)        # a copy: the decoder's own maps stay out of the encoder's cache
     else:
         if mask.shape != (n, 8):
             raise InputError(f"subdivision mask must be [{n}, 8], got {tuple(mask.shape)}")
         parent, sub = torch.nonzero(mask.to(torch.bool), as_tuple=True)  # parent-major, k ascending
         child_coords = x.coords[parent].clone()
         child_coords[:, 1:] = child_coords[:, 1:] * 2 + child_offsets(sub).to(torch.int32)
+        cache = None
     feats = x.feats.reshape(n, 8, -1)[parent, sub]
-    child = SparseTensor(feats, child_coords, batch_size=x.batch_size, scale=_half_scale(x.scale, 0.5), check=False)
+    child = SparseTensor(feats, child_coords, batch_size=x.batch_size, cache=cache,
+                         scale=_half_scale(x.scale, 0.5), check=False)
     child.cache["c2s_parent"], child.cache["c2s_sub"] = parent, sub
     return child, parent
 
@@ -80,5 +86,5 @@ def spatial_to_channel(x: SparseTensor) -> tuple[SparseTensor, torch.Tensor]:
     feats[parent, sub] = x.feats
     parents = SparseTensor(feats.reshape(m, -1), parent_coords, batch_size=x.batch_size,
                            scale=_half_scale(x.scale, 2.0), check=False)
-    parents.cache[S2C_KEY] = (x.coords, parent, sub)
+    parents.cache[S2C_KEY] = (x.coords, parent, sub, x.cache)     # x.cache: the finer levels' maps
     return parents, parent

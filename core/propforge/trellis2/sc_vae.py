@@ -8,7 +8,7 @@ input/output layers around an fp16 torso, keys as upstream. Sparse ops come from
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -18,8 +18,6 @@ from ..sparse import (LayerNorm32, SparseConv3d, SparseLinear, SparseTensor, cha
                       children_feats, spatial_to_channel)
 
 BLOCK = "SparseConvNeXtBlock3d"
-#: cache key under which an encoder level keeps the cache of the finer level it came from
-FINE_CACHE = "trellis2_fine_cache"
 
 
 @dataclass
@@ -90,10 +88,7 @@ class SparseResBlockC2S3d(nn.Module):
         logits = self.to_subdiv(x.feats) if hasattr(self, "to_subdiv") else None
         signs = guide if guide is not None else logits
         h = self.conv1(x.replace(F.silu(self.norm1(x.feats))))
-        h, _ = channel_to_spatial(h, None if signs is None else signs > 0)
-        if signs is None:       # cached mode: the children are the encoder's voxels; inherit that level's cache
-            for k, v in x.cache.get(FINE_CACHE, {}).items():
-                h.cache.setdefault(k, v)
+        h, _ = channel_to_spatial(h, None if signs is None else signs > 0)   # no signs: cached mode
         skip = children_feats(h, x.feats)                                   # [M, C_in / 8]
         h = self.conv2(h.replace(F.silu(self.norm2(h.feats))))
         r = self.c_out // skip.shape[1]
@@ -114,11 +109,21 @@ class SparseResBlockS2C3d(nn.Module):
     def forward(self, x: SparseTensor) -> SparseTensor:
         h = self.conv1(x.replace(F.silu(self.norm1(x.feats))))
         h, _ = spatial_to_channel(h)
-        h.cache[FINE_CACHE] = x.cache     # lets a cached-mode decoder walk back level by level
         xs, _ = spatial_to_channel(x)
         skip = xs.feats.reshape(len(xs), self.c_out, -1).mean(-1)
         h = self.conv2(h.replace(F.silu(self.norm2(h.feats))))
         return h.replace(h.feats + skip)
+
+
+def _stages(ch: tuple[int, ...], n: tuple[int, ...], resample: Callable[[int, int], nn.Module]) -> nn.ModuleList:
+    """``blocks.i``: n[i] ConvNeXt blocks at ch[i], then (all but the last stage) ``resample(ch[i], ch[i+1])``."""
+    blocks = nn.ModuleList()
+    for i, c in enumerate(ch):
+        stage = nn.ModuleList(SparseConvNeXtBlock3d(c) for _ in range(n[i]))
+        if i < len(ch) - 1:
+            stage.append(resample(c, ch[i + 1]))
+        blocks.append(stage)
+    return blocks
 
 
 def _cast_torso(blocks: nn.Module, use_fp16: bool) -> None:
@@ -139,12 +144,7 @@ class SparseUnetVaeDecoder(nn.Module):
         self.config = cfg
         ch, n = cfg.model_channels, cfg.num_blocks
         self.from_latent = SparseLinear(cfg.latent_channels, ch[0])
-        self.blocks = nn.ModuleList()
-        for i, c in enumerate(ch):
-            stage = nn.ModuleList(SparseConvNeXtBlock3d(c) for _ in range(n[i]))
-            if i < len(ch) - 1:
-                stage.append(SparseResBlockC2S3d(c, ch[i + 1], cfg.pred_subdiv))
-            self.blocks.append(stage)
+        self.blocks = _stages(ch, n, lambda c_in, c_out: SparseResBlockC2S3d(c_in, c_out, cfg.pred_subdiv))
         self.output_layer = SparseLinear(ch[-1], cfg.out_channels)
         _cast_torso(self.blocks, cfg.use_fp16)
 
@@ -208,12 +208,7 @@ class FlexiDualGridVaeEncoder(nn.Module):
         self.config = cfg
         ch, n = cfg.model_channels, cfg.num_blocks
         self.input_layer = SparseLinear(cfg.in_channels, ch[0])
-        self.blocks = nn.ModuleList()
-        for i, c in enumerate(ch):
-            stage = nn.ModuleList(SparseConvNeXtBlock3d(c) for _ in range(n[i]))
-            if i < len(ch) - 1:
-                stage.append(SparseResBlockS2C3d(c, ch[i + 1]))
-            self.blocks.append(stage)
+        self.blocks = _stages(ch, n, SparseResBlockS2C3d)
         self.to_latent = SparseLinear(ch[-1], 2 * cfg.latent_channels)
         _cast_torso(self.blocks, cfg.use_fp16)
 
