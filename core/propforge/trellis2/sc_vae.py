@@ -172,8 +172,9 @@ class SparseUnetVaeDecoder(nn.Module):
 
     def forward(self, z: SparseTensor, guide_subs: list[torch.Tensor] | None = None
                 ) -> tuple[SparseTensor, list[torch.Tensor]]:
-        """-> (head output fp32 [N_R, out], subdivision logits per level, fp32)."""
-        """``guide_subs``: subdivision logits to follow (the texture decoder gets the shape decoder's).
+        """-> (head output fp32 [N_R, out], subdivision logits per level, fp32).
+
+        ``guide_subs``: subdivision logits to follow (the texture decoder gets the shape decoder's).
         Without them a ``pred_subdiv=False`` decoder re-creates the voxels of the encoder whose
         space-to-channel maps the latent carries in its cache (texturing pipeline)."""
         h, subs = self.trunk(z, guide_subs)
