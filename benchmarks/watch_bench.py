@@ -13,7 +13,6 @@ Reports
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -24,18 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-
-def cutout_png(size: int, seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    mask = (xx - 0.5) ** 2 + (yy - 0.5) ** 2 < 0.35 ** 2
-    rgb = np.stack([xx * 255, yy * 255, np.full_like(xx, 90)], -1) + rng.normal(0, 4, (size, size, 3))
-    rgba = np.concatenate([np.clip(rgb, 0, 255), mask[..., None] * 255.0], -1).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(rgba, "RGBA").save(buf, "PNG")
-    return buf.getvalue()
+from bench_inputs import cutout_png  # benchmarks/ is on sys.path when run as a script
 
 
 def iso_to_epoch(s: str) -> float:
