@@ -114,8 +114,9 @@ def test_plan_lists_every_needed_offset():
     from propforge.sparse.conv_triton import build_plan
     x = random_sparse([300, 0, 77], 10, seed=9, channels=1)
     nbr = neighbor_map(x)
-    order, offsets, count = build_plan(nbr, 32)
+    order, nbr_t, offsets, count = build_plan(nbr, 32)
     assert sorted(order.tolist()) == list(range(len(x)))
+    assert torch.equal(nbr_t, nbr[order.long()].t())      # the kernel's coalesced index table
     for blk in range(len(count)):
         rows = order[blk * 32:(blk + 1) * 32].long()
         need = set(torch.nonzero((nbr[rows] >= 0).any(0)).flatten().tolist())

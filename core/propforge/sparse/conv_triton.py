@@ -4,10 +4,13 @@ Why masked: on a voxelised surface a voxel has ~12 of its 27 neighbours (measure
 ../shared assets), so a plain implicit GEMM over all 27 offsets does 2.2x the useful work. The plan
 sorts voxels by their 27-bit neighbour mask so that a block of BM rows shares few offsets, and lists
 per block only the offsets some row needs (0.77-0.88 of the multiplied pairs are then useful from
-~200 k voxels, 0.6 on small sets). The kernel
-then walks (offset, K-tile) pairs of its block: gathers BM feature rows through the neighbour map
+~200 k voxels, 0.6 on small sets). For each offset its block needs, the kernel reads the BM
+neighbour indices as one coalesced run (the plan keeps the map transposed in sorted order), then
+runs a constant-trip loop over K-tiles (Ci is a compile-time constant): gathers BM feature rows
 (missing -> 0), multiplies by the [Ci, BN] weight slice of that offset read straight from the
 checkpoint layout [Co, 27, Ci], and accumulates in fp32. Output rows are written back in input order.
+This nest pipelines far better than one flat (offset, K-tile) loop or Triton's own loop flattening
+(H100, 891 k voxels, 1024 channels: 47 ms vs 71 / 55 ms; benchmarks/RESULTS.md).
 
 Weight tiles come through ordinary loads or, on Hopper from 128 channels, a TMA descriptor. For
 small sets with wide channels ``conv.gpu_path`` may pick im2col + cuBLAS instead (timed once).
@@ -21,8 +24,12 @@ import torch
 from .triton_utils import interpreting, tl, triton, triton_available  # noqa: F401
 
 
-def build_plan(nbr: torch.Tensor, block_m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(order int32 [N], block offsets int32 [nb, 27] needed offsets first, count int32 [nb])."""
+def build_plan(nbr: torch.Tensor, block_m: int) -> tuple[torch.Tensor, ...]:
+    """(order int32 [N], nbr_t int32 [27, N], block offsets int32 [nb, 27] needed first, count int32 [nb]).
+
+    ``nbr_t[v, s]`` is the neighbour at offset v of the s-th voxel in sorted order, so a block reads
+    its BM indices for one offset as one contiguous (coalesced) run instead of BM strided words.
+    """
     n = nbr.shape[0]
     valid = nbr >= 0
     weights = (1 << torch.arange(27, device=nbr.device, dtype=torch.int64))
@@ -35,26 +42,28 @@ def build_plan(nbr: torch.Tensor, block_m: int) -> tuple[torch.Tensor, torch.Ten
     count = need.sum(1, dtype=torch.int32)
     rank = (~need).to(torch.int32) * 32 + torch.arange(27, device=nbr.device, dtype=torch.int32)
     offsets = torch.argsort(rank, dim=1).to(torch.int32)
-    return order.to(torch.int32).contiguous(), offsets.contiguous(), count.contiguous()
+    nbr_t = nbr[order].t().contiguous().to(torch.int32)
+    return order.to(torch.int32).contiguous(), nbr_t, offsets.contiguous(), count.contiguous()
 
 
 def plan_efficiency(nbr: torch.Tensor, block_m: int) -> float:
     """Useful (voxel, neighbour) pairs over pairs the kernel multiplies (1.0 = no wasted work)."""
-    _, _, count = build_plan(nbr, block_m)
+    count = build_plan(nbr, block_m)[3]
     return float((nbr >= 0).sum()) / max(1.0, float(count.sum()) * block_m)
 
 
 if triton is not None:
     @triton.jit
-    def _conv_kernel(feats, nbr, weight, bias, out, order, blk_off, blk_cnt, N, CI, CO, N_BUCKET,
-                     HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr, BM: tl.constexpr,
-                     BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr, W_TMA: tl.constexpr):
+    def _conv_kernel(feats, nbr_t, weight, bias, out, order, blk_off, blk_cnt, N, N_BUCKET,
+                     CI: tl.constexpr, CO: tl.constexpr, HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr,
+                     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
+                     W_TMA: tl.constexpr):
         # W_TMA: ``weight`` is a TensorDescriptor of the [Co, 27·Ci] weight with block [BN, BK]
         # (the copy engine fetches B tiles; needs Ci % BK == 0 and weight dtype == feats dtype)
         # grouped launch order: GROUP_M row blocks share the weight tiles while they sit in L2
         pid = tl.program_id(0)
         num_m = tl.cdiv(N, BM)
-        num_n = tl.cdiv(CO, BN)
+        num_n: tl.constexpr = (CO + BN - 1) // BN
         group = pid // (GROUP_M * num_n)
         first_m = group * GROUP_M
         size_m = num_m - first_m
@@ -63,32 +72,36 @@ if triton is not None:
         pid_m = first_m + (pid % (GROUP_M * num_n)) % size_m
         pid_n = (pid % (GROUP_M * num_n)) // size_m
 
-        rm = pid_m * BM + tl.arange(0, BM)
-        row_ok = rm < N
-        rows = tl.load(order + rm, mask=row_ok, other=0).to(tl.int64)
+        slot = pid_m * BM + tl.arange(0, BM)
+        row_ok = slot < N
         rn = pid_n * BN + tl.arange(0, BN)
         n_ok = rn < CO
         rk = tl.arange(0, BK)
+        K_TILES: tl.constexpr = (CI + BK - 1) // BK
+        EVEN_K: tl.constexpr = CI % BK == 0
         if not W_TMA:
             w_col = weight + rn.to(tl.int64)[None, :] * (27 * CI)
-        k_tiles = tl.cdiv(CI, BK)
-        steps = tl.load(blk_cnt + pid_m) * k_tiles
+        cnt = tl.load(blk_cnt + pid_m)
         acc = tl.zeros((BM, BN), dtype=tl.float32)
-        for t in range(0, steps):
-            i = t // k_tiles
-            kk = (t - i * k_tiles) * BK + rk
-            k_ok = kk < CI
+        for i in range(0, cnt):   # the block's needed offsets; inside, a constant-trip K loop
             v = tl.load(blk_off + pid_m * 27 + i)
-            idx = tl.load(nbr + rows * 27 + v, mask=row_ok, other=-1)
-            a = tl.load(feats + idx.to(tl.int64)[:, None] * CI + kk[None, :],
-                        mask=(idx >= 0)[:, None] & k_ok[None, :], other=0.0)
-            if W_TMA:
-                b = weight.load([pid_n * BN, v * CI + (t - i * k_tiles) * BK]).T
-            else:
-                b = tl.load(w_col + v * CI + kk[:, None], mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-            acc = tl.dot(a, b.to(a.dtype), acc, input_precision=PRECISION)
+            idx = tl.load(nbr_t + v * N + slot, mask=row_ok, other=-1)
+            a_row = feats + idx.to(tl.int64)[:, None] * CI
+            row_has = (idx >= 0)[:, None]
+            for kt in range(0, K_TILES):
+                kk = kt * BK + rk
+                a_ok = row_has
+                if not EVEN_K:
+                    a_ok = a_ok & (kk < CI)[None, :]
+                a = tl.load(a_row + kk[None, :], mask=a_ok, other=0.0)
+                if W_TMA:
+                    b = weight.load([pid_n * BN, v * CI + kt * BK]).T
+                else:
+                    b = tl.load(w_col + v * CI + kk[:, None], mask=(kk < CI)[:, None] & n_ok[None, :], other=0.0)
+                acc = tl.dot(a, b.to(a.dtype), acc, input_precision=PRECISION)
         if HAS_BIAS:
             acc += tl.load(bias + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+        rows = tl.load(order + slot, mask=row_ok, other=0).to(tl.int64)
         tl.store(out + rows[:, None] * CO + rn[None, :], acc.to(out.dtype.element_ty),
                  mask=row_ok[:, None] & n_ok[None, :])
 
@@ -98,9 +111,8 @@ if triton is not None:
         """Tile shapes; the WIDE-group ones keep one N-tile's weights (27·Ci·BN) resident in L2,
         which matters once all 27 offsets' weights (27·Ci·Co) outgrow L2 (Ci = Co = 1024: 56 MB)."""
         cfgs = []
-        for bn, bk, w, s, g in [(64, 64, 4, 4, 8), (128, 64, 4, 4, 8), (128, 64, 8, 3, 8), (128, 32, 4, 4, 8),
-                                (64, 32, 4, 3, 8), (128, 64, 8, 3, WIDE), (256, 64, 8, 3, WIDE),
-                                (128, 128, 8, 3, WIDE), (256, 32, 8, 4, WIDE)]:
+        for bn, bk, w, s, g in [(64, 64, 4, 4, 8), (128, 64, 4, 4, 8), (128, 64, 8, 3, 8), (128, 64, 8, 4, 8),
+                                (64, 32, 4, 3, 8), (128, 32, 4, 4, 8), (256, 64, 8, 3, WIDE), (256, 64, 8, 4, WIDE)]:
             if block_m == 64 and bn == 256:
                 continue
             cfgs.append(triton.Config({"BN": bn, "BK": bk, "GROUP_M": g}, num_warps=w, num_stages=s))
@@ -108,7 +120,7 @@ if triton is not None:
 
     def _prune(configs: list, named_args: dict, **kwargs) -> list:
         """Drop tiles much wider than the channel counts (they only add masked work and tuning time)."""
-        ci, co = named_args["CI"], named_args["CO"]
+        ci, co = kwargs["CI"], kwargs["CO"]   # constexpr channel counts arrive as keyword args
         keep = [c for c in configs if c.kwargs["BK"] <= max(32, triton.next_power_of_2(ci))
                 and c.kwargs["BN"] <= max(64, triton.next_power_of_2(co))]
         return keep or configs
@@ -117,7 +129,7 @@ if triton is not None:
         nargs["weight"].block_shape = [nargs["BN"], nargs["BK"]]
 
     def _prune_tma(configs: list, named_args: dict, **kwargs) -> list:
-        return [c for c in _prune(configs, named_args) if named_args["CI"] % c.kwargs["BK"] == 0]
+        return [c for c in _prune(configs, named_args, **kwargs) if kwargs["CI"] % c.kwargs["BK"] == 0]
 
     def _tma_configs(block_m: int) -> list:
         return [triton.Config(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages, pre_hook=_set_tma_block)
@@ -179,7 +191,7 @@ def sparse_conv3d_triton(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.T
         plan = build_plan(nbr, bm)
         if plan_cache is not None:
             plan_cache[key] = plan
-    order, offsets, count = plan
+    order, nbr_t, offsets, count = plan
     if out is None:
         out = torch.empty(n, co, dtype=feats.dtype, device=feats.device)
     elif out.shape != (n, co) or out.dtype != feats.dtype or not out.is_contiguous():
@@ -198,8 +210,8 @@ def sparse_conv3d_triton(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.T
         from triton.tools.tensor_descriptor import TensorDescriptor
         block = [config["BN"], config["BK"]] if config else [64, 64]   # autotune pre_hook sets the real one
         w_arg = TensorDescriptor.from_tensor(weight.view(co, 27 * ci), block)
-    args = (feats, nbr, w_arg, bias if bias is not None else feats, out, order, offsets, count, n, ci, co, bucket)
-    flags = {"HAS_BIAS": bias is not None, "PRECISION": precision, "BM": bm, "W_TMA": bool(tma)}
+    args = (feats, nbr_t, w_arg, bias if bias is not None else feats, out, order, offsets, count, n, bucket)
+    flags = {"CI": ci, "CO": co, "HAS_BIAS": bias is not None, "PRECISION": precision, "BM": bm, "W_TMA": bool(tma)}
     if config is not None:
         cfg = dict(config)
         meta = {k: cfg.pop(k) for k in ("num_warps", "num_stages") if k in cfg}
