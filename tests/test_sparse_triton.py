@@ -117,7 +117,28 @@ def test_plan_lists_every_needed_offset():
     order, nbr_t, offsets, count = build_plan(nbr, 32)
     assert sorted(order.tolist()) == list(range(len(x)))
     assert torch.equal(nbr_t, nbr[order.long()].t())      # the kernel's coalesced index table
+    lex = torch.argsort(((nbr >= 0).long() << torch.arange(27, device=nbr.device)).sum(1), stable=True)
+    from propforge.sparse.conv_triton import _block_need
+    assert int(count.sum()) <= int(_block_need(nbr >= 0, lex, 32).sum())   # greedy kept only if it wastes less
     for blk in range(len(count)):
         rows = order[blk * 32:(blk + 1) * 32].long()
         need = set(torch.nonzero((nbr[rows] >= 0).any(0)).flatten().tolist())
         assert set(offsets[blk, :count[blk]].tolist()) == need
+
+
+@pytest.mark.skipif(not GPU, reason="the path timing runs on CUDA only")
+def test_small_set_dispatch_times_tile_heights(monkeypatch):
+    """Small sets: the public conv times 64- vs 128-row blocks once, caches the pick, and stays exact."""
+    from propforge.sparse import neighbor_map, sparse_conv3d
+    from propforge.sparse.conv import _GPU_PATH, gpu_path
+    monkeypatch.delenv("PROPFORGE_SPARSE_BACKEND", raising=False)
+    x = random_sparse([3000, 500], 24, seed=11, channels=64, dtype=torch.float32)
+    w = torch.randn(96, 3, 3, 3, 64) / 24
+    b = torch.randn(96)
+    ref = dense_reference(x, w, b)
+    xd = x.to(DEV)
+    f, nbr = xd.feats.half(), neighbor_map(xd)
+    out = sparse_conv3d(f, nbr, w.to(DEV).half(), b.to(DEV).half(), plan_cache=xd.cache)
+    path = gpu_path(f, nbr, w.to(DEV).half(), b.to(DEV).half(), xd.cache)
+    assert path in (("triton", 64), ("triton", 128)) and path in _GPU_PATH.values()
+    assert rel_err(out, ref) < 3e-3

@@ -80,37 +80,43 @@ def sparse_conv3d(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor,
     from .conv_triton import sparse_conv3d_triton, triton_available
     if not triton_available():
         raise BackendUnavailable("sparse conv backend 'triton' requested but triton is not importable")
-    if feats.is_cuda and not os.environ.get("PROPFORGE_SPARSE_BACKEND") and \
-            gpu_path(feats, nbr, weight, bias, plan_cache) == "torch":
-        return sparse_conv3d_torch(feats, nbr, weight, bias)
-    return sparse_conv3d_triton(feats, nbr, weight, bias, plan_cache=plan_cache)
+    block_m = None
+    if feats.is_cuda and not os.environ.get("PROPFORGE_SPARSE_BACKEND"):
+        path, block_m = gpu_path(feats, nbr, weight, bias, plan_cache)
+        if path == "torch":
+            return sparse_conv3d_torch(feats, nbr, weight, bias)
+    return sparse_conv3d_triton(feats, nbr, weight, bias, plan_cache=plan_cache, block_m=block_m)
 
 
-_GPU_PATH: dict[tuple, str] = {}
+_GPU_PATH: dict[tuple, tuple[str, int | None]] = {}
+SMALL_SET = 1 << 17   # voxel sets up to this size get their conv path timed once per shape
 
 
 def gpu_path(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-             plan_cache: dict | None = None) -> str:
-    """'triton' or 'torch' for a CUDA conv of this shape.
+             plan_cache: dict | None = None) -> tuple[str, int | None]:
+    """('triton', block rows) or ('torch', None) for a CUDA conv of this shape.
 
-    Why: on small voxel sets with wide channels (decoder stage 0: ~10-30 k voxels at 1024 channels)
-    im2col + cuBLAS can beat the masked kernel despite multiplying all 27 offsets (H200, run 1 vs
-    run 2 of benchmarks/sparse_conv.py). Such shapes are timed once, both ways, and the faster kept
-    (per ×2 bucket of N, Ci, Co, dtype); everything else goes to Triton.
+    Why: on small voxel sets (decoder stage 0: ~10-30 k voxels) neither tile height wins everywhere
+    (64-row blocks waste fewer pairs, 128-row blocks run the tensor cores better), and with wide
+    input channels im2col + cuBLAS was once faster. Such shapes are timed once, every way, and the
+    fastest kept (per ×2 bucket of N, Ci, Co, dtype); larger sets use ``choose_block_m``.
     """
     n, ci = feats.shape
     co = weight.shape[0]
-    if n > (1 << 17) or ci < 512:
-        return "triton"
+    if n > SMALL_SET:
+        return "triton", None
     key = (n.bit_length(), ci, co, feats.dtype, bias is not None)
     if key not in _GPU_PATH:
         from triton.testing import do_bench
 
         from .conv_triton import sparse_conv3d_triton
-        t_triton = do_bench(lambda: sparse_conv3d_triton(feats, nbr, weight, bias, plan_cache=plan_cache),
-                            warmup=5, rep=20)
-        t_torch = do_bench(lambda: sparse_conv3d_torch(feats, nbr, weight, bias), warmup=5, rep=20)
-        _GPU_PATH[key] = "torch" if t_torch < 0.95 * t_triton else "triton"
+        times = {("triton", bm): do_bench(lambda: sparse_conv3d_triton(feats, nbr, weight, bias, plan_cache=plan_cache,
+                                                                       block_m=bm), warmup=5, rep=20)
+                 for bm in (64, 128)}
+        if ci >= 512:
+            t_torch = do_bench(lambda: sparse_conv3d_torch(feats, nbr, weight, bias), warmup=5, rep=20)
+            times[("torch", None)] = t_torch / 0.95        # switch only when clearly faster
+        _GPU_PATH[key] = min(times, key=times.get)
     return _GPU_PATH[key]
 
 
