@@ -20,6 +20,8 @@ Reference: ``sparse_conv3d_torch``; benchmark and H200 numbers: ``benchmarks/spa
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -277,8 +279,8 @@ def sparse_conv3d_triton(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.T
         raise ValueError("TMA weight loads need weight dtype == feats dtype, Ci % 16 == 0 and Ci % BK == 0")
     w_arg = weight
     if tma:
-        from triton.tools.tensor_descriptor import TensorDescriptor
         block = [config["BN"], config["BK"]] if config else [64, 64]   # autotune pre_hook sets the real one
+        from triton.tools.tensor_descriptor import TensorDescriptor
         w_arg = TensorDescriptor.from_tensor(weight.view(co, 27 * ci), block)
     args = (feats, nbr_t, w_arg, bias if bias is not None else feats, out, order, offsets, count, n, bucket)
     flags = {"CI": ci, "CO": co, "HAS_BIAS": bias is not None, "PRECISION": precision, "BM": bm, "W_TMA": bool(tma)}
@@ -306,5 +308,11 @@ def use_tma(feats: torch.Tensor, weight: torch.Tensor) -> bool:
     import os
     if os.environ.get("PROPFORGE_SPARSE_TMA", "1") == "0" or interpreting() or not feats.is_cuda:
         return False
-    return (feats.shape[1] >= 128 and torch.cuda.get_device_capability(feats.device)[0] >= 9
-            and tma_ok(feats, weight))
+    return feats.shape[1] >= 128 and _capability(feats.device.index) >= 9 and tma_ok(feats, weight)
+
+
+@functools.lru_cache(maxsize=None)
+def _capability(index: int | None) -> int:
+    """Major compute capability, looked up once per device (the query costs µs on every small conv)."""
+    return torch.cuda.get_device_capability(index)[0]
+
