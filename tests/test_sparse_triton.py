@@ -72,6 +72,10 @@ def test_triton_conv_matches_dense_conv3d(case, dtype, tma):
                                plan_cache=xd.cache, block_m=bm, config=cfg, out=poisoned, tma=tma)
     assert out is poisoned
     assert out.dtype == dtype and out.shape == (len(x), co)
+    if cfg is None:   # the second call launches the tuned tile directly (no autotuner): same result
+        again = sparse_conv3d_triton(xd.feats.to(dtype), neighbor_map(xd), w.to(DEV, dtype), b.to(DEV, dtype),
+                                     plan_cache=xd.cache, block_m=bm, tma=tma)
+        assert torch.equal(again, out)
     tol = {torch.float32: 1e-5, torch.float16: 3e-3, torch.bfloat16: 2e-2}[dtype]
     assert rel_err(out, ref) < tol
 
