@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import BackendUnavailable, InputError
+from .conv_triton import sparse_conv3d_triton, triton_available
 from .neighbors import neighbor_map
 from .tensor import SparseTensor
 
@@ -31,7 +32,6 @@ def conv_backend(device: torch.device) -> str:
     if env:
         raise InputError(f"PROPFORGE_SPARSE_BACKEND={env!r}: expected 'torch' or 'triton'")
     if device.type == "cuda":
-        from .conv_triton import triton_available
         return "triton" if triton_available() else "torch"
     return "torch"
 
@@ -77,7 +77,6 @@ def sparse_conv3d(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor,
         t is not None and t.requires_grad for t in (feats, weight, bias))
     if backend == "torch" or feats.shape[0] == 0 or needs_grad:   # the Triton kernel has no backward
         return sparse_conv3d_torch(feats, nbr, weight, bias)
-    from .conv_triton import sparse_conv3d_triton, triton_available
     if not triton_available():
         raise BackendUnavailable("sparse conv backend 'triton' requested but triton is not importable")
     block_m = None
@@ -109,7 +108,6 @@ def gpu_path(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor, bias:
     if key not in _GPU_PATH:
         from triton.testing import do_bench
 
-        from .conv_triton import sparse_conv3d_triton
         times = {("triton", bm): do_bench(lambda: sparse_conv3d_triton(feats, nbr, weight, bias, plan_cache=plan_cache,
                                                                        block_m=bm), warmup=5, rep=20)
                  for bm in (64, 128)}
