@@ -22,13 +22,9 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import torch
 
 from .triton_utils import interpreting, tl, triton, triton_available  # noqa: F401
-
-
-GREEDY_MAX_ROWS = 1 << 16   # above this the lexicographic order is as good (measured) and greedy costs O(N²/BM)
 
 
 def build_plan(nbr: torch.Tensor, block_m: int) -> tuple[torch.Tensor, ...]:
@@ -42,11 +38,6 @@ def build_plan(nbr: torch.Tensor, block_m: int) -> tuple[torch.Tensor, ...]:
     bits = (valid.to(torch.int64) * (1 << torch.arange(27, device=nbr.device, dtype=torch.int64))).sum(1)
     order = torch.argsort(bits, stable=True)
     need = _block_need(valid, order, block_m)
-    if 0 < n <= GREEDY_MAX_ROWS:
-        greedy = torch.from_numpy(_greedy_order(bits.cpu().numpy(), block_m)).to(nbr.device)
-        greedy_need = _block_need(valid, greedy, block_m)
-        if greedy_need.sum() < need.sum():
-            order, need = greedy, greedy_need
     order, need = _costliest_blocks_first(order, need, block_m)
     count = need.sum(1, dtype=torch.int32)
     rank = (~need).to(torch.int32) * 32 + torch.arange(27, device=nbr.device, dtype=torch.int32)
@@ -77,50 +68,6 @@ def _block_need(valid: torch.Tensor, order: torch.Tensor, block_m: int) -> torch
     vs = torch.zeros(nb * block_m, 27, dtype=torch.bool, device=valid.device)
     vs[:n] = valid[order]
     return vs.view(nb, block_m, 27).any(1)
-
-
-def _popcount(x: np.ndarray) -> np.ndarray:
-    if hasattr(np, "bitwise_count"):
-        return np.bitwise_count(x).astype(np.int64)
-    return np.unpackbits(x.astype("<u8").view(np.uint8).reshape(-1, 8), axis=1).sum(1).astype(np.int64)
-
-
-def _greedy_order(masks: np.ndarray, block_m: int) -> np.ndarray:
-    """Row order that packs neighbour masks into blocks with small offset unions (small sets only).
-
-    Why: on 10-30 k voxels the lexicographic mask order leaves blocks needing many offsets that few
-    rows use (0.58-0.64 useful pairs). Each block starts from the widest remaining mask, takes the
-    rows that already fit its union (those that fit soonest first), and while too few fit, widens
-    the union by the row that adds fewest offsets: 0.61-0.68 on the benchmark's small sets.
-    """
-    pcs = _popcount(masks)
-    rem = np.arange(len(masks))
-    blocks = []
-    while len(rem):
-        m = masks[rem]
-        union = m[np.argmax(pcs[rem])]
-        since = np.full(len(rem), 1 << 20)
-        step = 0
-        while True:
-            extra = _popcount(m & ~union)
-            fit = extra == 0
-            since[fit & (since > step)] = step
-            if fit.sum() >= block_m or fit.all():
-                break
-            extra[fit] = 1 << 20
-            union |= m[np.argmin(extra)]
-            step += 1
-        fits = np.flatnonzero(fit)
-        take = fits[np.lexsort((-pcs[rem[fits]], since[fits]))[:block_m]]
-        blocks.append(rem[take])
-        rem = np.delete(rem, take)
-    return np.concatenate(blocks)
-
-
-def plan_efficiency(nbr: torch.Tensor, block_m: int) -> float:
-    """Useful (voxel, neighbour) pairs over pairs the kernel multiplies (1.0 = no wasted work)."""
-    count = build_plan(nbr, block_m)[3]
-    return float((nbr >= 0).sum()) / max(1.0, float(count.sum()) * block_m)
 
 
 if triton is not None:
