@@ -180,6 +180,44 @@ def test_repeated_request_is_answered_from_cache(tmp_path: Path) -> None:
         mgr.stop()
 
 
+def test_simultaneous_repeats_run_once_with_two_workers(tmp_path: Path) -> None:
+    """The same request twice at once (double-click): one generator run, the repeat answered from it."""
+    worker = GatedWorker()
+    mgr = make_manager(tmp_path, worker, workers=2)
+    try:
+        first = mgr.submit(png(), GenerateOptions(seed=3))
+        assert worker.step_reached.acquire(timeout=20)                # the first is running
+        again = mgr.submit(png(), GenerateOptions(seed=3))
+        other = mgr.submit(png(7), GenerateOptions(seed=3))           # a different image runs beside it
+        wait_state(mgr, other.id, "running")
+        assert mgr.get(again.id).state == "queued"                    # the repeat waits for its twin
+        worker.gate.set()
+        done = wait_state(mgr, again.id, "succeeded")
+        assert done.cached and done.result_sha256 == wait_state(mgr, first.id, "succeeded").result_sha256
+        assert kinds(mgr, again.id)[-1] == "finished"
+        wait_state(mgr, other.id, "succeeded")
+        assert worker.runs == 2
+    finally:
+        mgr.stop()
+
+
+def test_repeat_of_a_cancelled_job_runs_itself(tmp_path: Path) -> None:
+    worker = GatedWorker()
+    mgr = make_manager(tmp_path, worker, workers=2)
+    try:
+        first = mgr.submit(png(), GenerateOptions(seed=4))
+        assert worker.step_reached.acquire(timeout=20)
+        again = mgr.submit(png(), GenerateOptions(seed=4))
+        time.sleep(0.3)
+        assert mgr.get(again.id).state == "queued"
+        mgr.cancel(first.id)
+        worker.gate.set()
+        done = wait_state(mgr, again.id, "succeeded")
+        assert not done.cached and worker.runs == 2
+    finally:
+        mgr.stop()
+
+
 def test_bad_input_is_refused_before_queueing(tmp_path: Path) -> None:
     mgr = make_manager(tmp_path, GatedWorker(open_gate=True))
     try:

@@ -526,12 +526,33 @@ class JobManager:
                         self._emit(job.id, "queued", {"position": job.queue_position, "message": msg})
 
     def _next_job(self) -> _Running | None:
+        """The oldest queued job that does not repeat a running one (same cache key).
+
+        Why: a double-click in an editor, or a watch folder and a plugin sending the same image, must
+        not run the generator twice. A repeat waits for its twin and is then answered from the result
+        cache; if the twin failed or was cancelled, the repeat runs itself.
+        """
         with self._cv:
-            while not self._queue and not self._stopping.is_set():
-                self._cv.wait(0.5)
-            if self._stopping.is_set():
-                return None
-            job = self._jobs[self._queue.pop(0)]
+            while True:
+                while not self._queue and not self._stopping.is_set():
+                    self._cv.wait(0.5)
+                if self._stopping.is_set():
+                    return None
+                running = {r.job.cache_key for r in self._running.values() if r.job.cache_key}
+                pick = next((i for i, jid in enumerate(self._queue) if self._jobs[jid].cache_key not in running), None)
+                if pick is None:               # everything queued repeats a running job: wait for one to end
+                    self._cv.wait(0.5)
+                    continue
+                job = self._jobs[self._queue[pick]]
+                hit = self.store.cache_get(job.cache_key) if job.cache_key else None
+                if hit is None:
+                    break
+                job.cached, job.result_sha256, job.result_size = True, hit[0], hit[1]
+                job.started_at, job.fraction, job.stage = time.time(), 1.0, "cached"
+                self.store.update_job(job.id, cached=True, started_at=job.started_at)
+                self._cache_hits += 1
+                self._terminate(job, SUCCEEDED, "finished", {"result_size": hit[1], "result_sha256": hit[0], "cached": True})
+            self._queue.pop(pick)
             job.state, job.started_at, job.queue_position = RUNNING, time.time(), 0
             job.attempts += 1
             self.store.update_job(job.id, state=RUNNING, started_at=job.started_at, attempts=job.attempts)
@@ -564,6 +585,7 @@ class JobManager:
                 with self._cv:
                     self._running.pop(run.job.id, None)
                     self._busy -= 1
+                    self._cv.notify_all()      # a queued repeat of this job may now be answered or run
 
     def _run_one(self, worker: Worker, run: _Running) -> None:
         job = run.job
@@ -593,7 +615,8 @@ class JobManager:
                 return
             self._observe_stage(run, time.monotonic())
             job.result_sha256, job.result_size, job.fraction = result.sha256, len(result.glb), 1.0
-            self.store.cache_put(job.cache_key, result.sha256, len(result.glb))
+            if job.cache_key:
+                self.store.cache_put(job.cache_key, result.sha256, len(result.glb))
             self._job_hist.observe(job.backend, time.time() - job.started_at)
             self._terminate(job, SUCCEEDED, "finished",
                             {"result_size": job.result_size, "result_sha256": job.result_sha256, "cached": False})
