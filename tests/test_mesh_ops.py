@@ -195,6 +195,18 @@ def test_rasterize_covers_texel_centres_inside_triangles_only():
     assert bary.min() > -1e-6 and np.abs(bary.sum(1) - 1).max() < 1e-9
 
 
+def test_degenerate_uv_triangles_raise_no_warning_and_cover_nothing():
+    import warnings
+    uv = np.array([[0.1, 0.1], [0.9, 0.2], [0.3, 0.8], [0.5, 0.5]], np.float32)
+    f = np.array([[0, 1, 2], [3, 3, 3], [0, 0, 1]])                # a point and a segment in UV space
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        face_img = rasterize_uv(uv, f, 32)
+        assert set(np.unique(face_img)) <= {-1, 0}
+        bary = texel_barycentrics(uv, f, np.array([5, 40]), np.array([1, 2]), 32)
+    assert np.isfinite(bary).all() and np.allclose(bary.sum(1), 1)
+
+
 def test_fill_empty_texels_everything_filled_covered_kept():
     rng = np.random.default_rng(1)
     img = rng.random((64, 64, 3)).astype(np.float32)

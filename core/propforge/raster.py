@@ -56,7 +56,7 @@ def _covered_texels(uvs: np.ndarray, faces: np.ndarray, size: int):
         f = tri[start:stop]
         x0, y = c0[start:stop], row[start:stop]
         dx0, dy = x0 - p[f, 0, 0], y - p[f, 0, 1]
-        inv = 1.0 / den[f]
+        inv = 1.0 / np.where(live[f], den[f], 1.0)        # degenerate triangles cover nothing (count 0)
         l1s, g1 = (dx0 * v1[f, 1] - v1[f, 0] * dy) * inv, v1[f, 1] * inv      # barycentrics are linear
         l2s, g2 = (v0[f, 0] * dy - dx0 * v0[f, 1]) * inv, -v0[f, 1] * inv     # along a row: start + k·step
         k = np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c)
@@ -111,6 +111,7 @@ def texel_barycentrics(uvs: np.ndarray, faces: np.ndarray, texels: np.ndarray, f
     v0, v1 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
     dx, dy = x - p[:, 0, 0], y - p[:, 0, 1]
     den = v0[:, 0] * v1[:, 1] - v1[:, 0] * v0[:, 1]
+    den = np.where(np.abs(den) > 1e-12, den, np.inf)    # a degenerate UV triangle: its first corner
     l1 = (dx * v1[:, 1] - v1[:, 0] * dy) / den
     l2 = (v0[:, 0] * dy - dx * v0[:, 1]) / den
     return np.stack([1.0 - l1 - l2, l1, l2], 1)
