@@ -15,7 +15,7 @@ This nest pipelines far better than one flat (offset, K-tile) loop or Triton's o
 Weight tiles come through ordinary loads or, on Hopper from 128 channels, a TMA descriptor. On
 small sets ``conv.gpu_path`` times 64- vs 128-row blocks (and im2col + cuBLAS from 512 input
 channels) once per shape and keeps the fastest.
-Reference: ``sparse_conv3d_torch``; benchmark and H200 numbers: ``benchmarks/sparse_conv.py``,
+Reference: ``sparse_conv3d_torch``; benchmark and H100/H200 numbers: ``benchmarks/sparse_conv.py``,
 ``benchmarks/RESULTS.md``.
 """
 from __future__ import annotations
