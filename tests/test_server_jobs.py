@@ -180,14 +180,19 @@ def test_repeated_request_is_answered_from_cache(tmp_path: Path) -> None:
         mgr.stop()
 
 
+def submit_twins(mgr: JobManager, worker: GatedWorker, seed: int) -> tuple[JobRecord, JobRecord]:
+    """The same request twice: the second arrives while the first is running."""
+    first = mgr.submit(png(), GenerateOptions(seed=seed))
+    assert worker.step_reached.acquire(timeout=20)
+    return first, mgr.submit(png(), GenerateOptions(seed=seed))
+
+
 def test_simultaneous_repeats_run_once_with_two_workers(tmp_path: Path) -> None:
     """The same request twice at once (double-click): one generator run, the repeat answered from it."""
     worker = GatedWorker()
     mgr = make_manager(tmp_path, worker, workers=2)
     try:
-        first = mgr.submit(png(), GenerateOptions(seed=3))
-        assert worker.step_reached.acquire(timeout=20)                # the first is running
-        again = mgr.submit(png(), GenerateOptions(seed=3))
+        first, again = submit_twins(mgr, worker, seed=3)
         other = mgr.submit(png(7), GenerateOptions(seed=3))           # a different image runs beside it
         wait_state(mgr, other.id, "running")
         assert mgr.get(again.id).state == "queued"                    # the repeat waits for its twin
@@ -205,9 +210,7 @@ def test_repeat_of_a_cancelled_job_runs_itself(tmp_path: Path) -> None:
     worker = GatedWorker()
     mgr = make_manager(tmp_path, worker, workers=2)
     try:
-        first = mgr.submit(png(), GenerateOptions(seed=4))
-        assert worker.step_reached.acquire(timeout=20)
-        again = mgr.submit(png(), GenerateOptions(seed=4))
+        first, again = submit_twins(mgr, worker, seed=4)
         time.sleep(0.3)
         assert mgr.get(again.id).state == "queued"
         mgr.cancel(first.id)
