@@ -215,11 +215,12 @@ def _bench_spconv(sp, x, f, w, b, c) -> float:
 
 def print_table(results: dict) -> None:
     print(f"\n{results['env']['gpu']}  dense bf16 peak {results['dense_peak_tflops']:.0f} TFLOP/s")
-    print(f"{'structure':22} {'voxels':>8} {'nbr/vox':>7} {'sort ms':>8} {'hash ms':>8} {'eff 64':>7} {'eff 128':>7}")
+    print(f"{'structure':22} {'voxels':>8} {'nbr/vox':>7} {'sort ms':>8} {'hash ms':>8} {'plan ms':>8} "
+          f"{'eff 64':>7} {'eff 128':>7}")
     for m in results["maps"]:
-        eff = m["plan_efficiency"]
+        eff = {int(k): v for k, v in m["plan_efficiency"].items()}   # JSON keys are strings
         print(f"{m['structure']:22} {m['voxels']:8d} {m['pairs_per_voxel']:7.2f} {m['sort_ms']:8.3f} "
-              f"{m['hash_ms']:8.3f} {eff[64]:7.3f} {eff[128]:7.3f}")
+              f"{m['hash_ms']:8.3f} {m['plan_ms']:8.2f} {eff[64]:7.3f} {eff[128]:7.3f}")
     print(f"\n{'structure':22} {'Ci>Co':>11} {'dtype':>8} {'plain':>8} {'tma':>8} {'conv ms':>8} {'path':>10} "
           f"{'TFLOP/s':>8} {'dense':>8} {'ratio':>6} {'spconv-tr':>9} {'spconv':>8} {'err':>8}")
     nan = float("nan")
