@@ -334,6 +334,53 @@ def test_ready_only_after_every_worker_loaded_its_model(tmp_path: Path) -> None:
         mgr.stop()
 
 
+def wait_ready(mgr: JobManager, timeout: float = 20.0) -> None:
+    end = time.monotonic() + timeout
+    while not mgr.ready:
+        assert time.monotonic() < end, "manager never became ready"
+        time.sleep(0.01)
+
+
+def test_warmup_runs_once_per_worker_before_ready_and_leaves_no_job(tmp_path: Path) -> None:
+    worker = GatedWorker()
+    mgr = make_manager(tmp_path, worker, warmup="on")
+    try:
+        assert worker.step_reached.acquire(timeout=20)            # the warm-up generation is running
+        time.sleep(0.1)
+        assert not mgr.ready
+        worker.gate.set()
+        wait_ready(mgr)
+        assert worker.runs == 1 and sum(mgr.store.count_by_state().values()) == 0
+        job = mgr.submit(png(), GenerateOptions())               # real jobs run normally afterwards
+        wait_state(mgr, job.id, "succeeded")
+        assert worker.runs == 2
+    finally:
+        worker.gate.set()
+        mgr.stop()
+
+
+def test_failed_warmup_is_not_fatal_and_auto_skips_relief(tmp_path: Path) -> None:
+    class Broken(GatedWorker):
+        def run(self, image, options, progress):
+            self.runs += 1
+            raise RuntimeError("no GPU today")
+
+    worker = Broken()
+    mgr = make_manager(tmp_path / "on", worker, warmup="on")
+    try:
+        wait_ready(mgr)
+        assert worker.runs == 1
+    finally:
+        mgr.stop()
+    auto = GatedWorker(open_gate=True)
+    mgr = make_manager(tmp_path / "auto", auto)                  # default "auto": relief needs no warm-up
+    try:
+        wait_ready(mgr)
+        assert auto.runs == 0
+    finally:
+        mgr.stop()
+
+
 def test_store_transaction_is_all_or_nothing(tmp_path: Path) -> None:
     """A state change and its event commit together: never a SUCCEEDED row without its 'finished' event."""
     from propforge_server.store import Event

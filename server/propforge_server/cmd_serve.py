@@ -41,6 +41,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="forget finished jobs and delete their files after this many days (default 7; 0 = never)")
     p.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate: serve both front ends over TLS")
     p.add_argument("--tls-key", type=Path, default=None, help="PEM private key for --tls-cert")
+    p.add_argument("--warmup", default="auto", choices=["auto", "on", "off"],
+                   help="run one throw-away generation per worker before reporting ready, so the first job does "
+                        "not pay for GPU kernel compilation and autotuning (auto: only for trellis2)")
     p.add_argument("--port-file", type=Path, default=None, help="also write the bound ports as JSON to this file")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.set_defaults(func=run)
@@ -67,7 +70,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
                        model=args.model, workers=args.workers, token=token, max_queue=args.max_queue,
                        max_upload_bytes=int(args.max_upload_mb * (1 << 20)), default_deadline=args.deadline,
                        keep_days=args.keep_days,
-                       tls_cert=args.tls_cert, tls_key=args.tls_key)
+                       tls_cert=args.tls_cert, tls_key=args.tls_key, warmup=args.warmup)
     if args.store is not None:
         cfg.store = args.store
     if args.max_pixels is not None:

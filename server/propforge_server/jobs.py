@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import logging
 import threading
@@ -69,6 +70,7 @@ class ManagerConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     progress_interval: float = 0.1      # seconds between stored progress events within one step
     keep_days: float = 7.0              # forget finished jobs (and unreferenced files) after this; 0 = never
+    warmup: str = "auto"                # one throw-away generation per worker before ready: on/off/auto
 
 
 @dataclass
@@ -108,6 +110,20 @@ class _Histogram:
             lines.append(f'{name}_sum{{{label}="{key}"}} {self.sums[key]:.6f}')
             lines.append(f'{name}_count{{{label}="{key}"}} {counts[-1]}')
         return lines
+
+
+def warmup_image(size: int = 384) -> bytes:
+    """A plain prop-like cut-out (a lit box on transparent ground) as PNG bytes, for the warm-up run."""
+    from PIL import Image, ImageDraw
+    img = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    d = ImageDraw.Draw(img)
+    a, b, c = size // 4, size // 2, 3 * size // 4
+    d.polygon([(a, b - size // 8), (b, a), (c, b - size // 8), (b, b)], fill=(196, 160, 112, 255))    # top
+    d.polygon([(a, b - size // 8), (b, b), (b, c + size // 8), (a, c)], fill=(150, 118, 80, 255))      # left
+    d.polygon([(b, b), (c, b - size // 8), (c, c), (b, c + size // 8)], fill=(110, 84, 56, 255))       # right
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
 
 
 def cache_key(image_sha256: str, options: dict[str, Any], model_version: str) -> str:
@@ -562,6 +578,23 @@ class JobManager:
             self._busy += 1
             return run
 
+    def _wants_warmup(self) -> bool:
+        """'auto': only for TRELLIS.2, whose first run per process compiles and autotunes GPU kernels."""
+        mode = self.config.warmup
+        return mode == "on" or (mode == "auto" and self.default_backend == "trellis2")
+
+    def _warm_up(self, worker: Worker) -> None:
+        """Run one generation on a synthetic image and throw it away, so the first user job does not pay
+        for kernel compilation and autotuning (tens of seconds on a fresh GPU process). Never fatal."""
+        t0 = time.monotonic()
+        try:
+            model = self.config.model if self.default_backend == "trellis2" else ""
+            options = GenerateOptions.from_dict({**GenerateOptions(backend=self.default_backend).to_dict(), "model": model})
+            worker.run(warmup_image(), options.validate(), lambda event: None)
+            log.info("warm-up generation on %s took %.1f s", self.default_backend, time.monotonic() - t0)
+        except Exception as e:  # noqa: BLE001 - jobs will report the real problem
+            log.warning("warm-up generation failed after %.1f s: %s", time.monotonic() - t0, e)
+
     def _work_loop(self, worker: Worker) -> None:
         preload = getattr(worker, "preload", None)
         if preload is not None:  # load the default model before the first job (readiness waits for it)
@@ -569,6 +602,8 @@ class JobManager:
                 preload(self.default_backend)
             except Exception as e:  # jobs will fail with the real reason; the server stays up
                 log.error("worker could not load backend %r: %s", self.default_backend, e)
+        if self._wants_warmup():
+            self._warm_up(worker)
         with self._lock:
             self._loaded += 1
         while True:

@@ -66,6 +66,7 @@ class ServerConfig:
     sse_keepalive: float = 15.0             # seconds between ': keepalive' comments on idle SSE streams
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    warmup: str = "auto"                    # one throw-away generation per worker before ready (on/off/auto)
 
 
 class PropForgeServer:
@@ -81,7 +82,7 @@ class PropForgeServer:
         self.manager = JobManager(self.store, factory, ManagerConfig(
             workers=workers, max_queue=config.max_queue, default_deadline=config.default_deadline,
             backend=config.backend, model=config.model, max_attempts=config.max_attempts,
-            max_pixels=config.max_pixels, keep_days=config.keep_days))
+            max_pixels=config.max_pixels, keep_days=config.keep_days, warmup=config.warmup))
         self.grpc: GrpcFrontEnd | None = None
         self._runner: web.AppRunner | None = None
         self.grpc_port = 0
