@@ -123,6 +123,8 @@ def test_plan_lists_every_needed_offset():
     assert torch.equal(nbr_t, nbr[order.long()].t())      # the kernel's coalesced index table
     full = len(x) // 32
     assert bool((count[:full].diff() <= 0).all())                           # costliest blocks launch first
+    from propforge.sparse.conv_triton import plan_efficiency
+    assert plan_efficiency(nbr, 32) == float((nbr >= 0).sum()) / (int(count.sum()) * 32)
     for blk in range(len(count)):
         rows = order[blk * 32:(blk + 1) * 32].long()
         need = set(torch.nonzero((nbr[rows] >= 0).any(0)).flatten().tolist())

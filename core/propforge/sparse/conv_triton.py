@@ -47,6 +47,12 @@ def build_plan(nbr: torch.Tensor, block_m: int) -> tuple[torch.Tensor, ...]:
     return order.to(torch.int32).contiguous(), nbr_t, offsets.contiguous(), count.contiguous()
 
 
+def plan_efficiency(nbr: torch.Tensor, block_m: int) -> float:
+    """Useful (voxel, neighbour) pairs over pairs the kernel multiplies (1.0 = no wasted work)."""
+    count = build_plan(nbr, block_m)[3]
+    return float((nbr >= 0).sum()) / max(1.0, float(count.sum()) * block_m)
+
+
 def _costliest_blocks_first(order: torch.Tensor, need: torch.Tensor, block_m: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Reorder whole blocks by needed offsets, most first (a partial last block stays last).
 
