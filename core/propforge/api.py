@@ -4,6 +4,7 @@ CLI, gRPC/HTTP server and watch mode all call ``generate_glb``; nothing else kno
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,8 +25,9 @@ class GlbResult:
     backend: str
     metadata: dict[str, Any] = field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def sha256(self) -> str:
+        """Hashed once: the server, CLI and watch mode each ask for it several times per result."""
         return hashlib.sha256(self.glb).hexdigest()
 
 

@@ -12,6 +12,7 @@ marked CANCELLED (or FAILED with DEADLINE_EXCEEDED) at once, so clients never wa
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
 import io
 import json
@@ -330,8 +331,8 @@ class JobManager:
     def events_after(self, job_id: str, after: int = 0) -> list[Event]:
         with self._lock:
             mem = self._events.get(job_id)
-            if mem is not None:
-                return [e for e in mem if e.sequence > after]
+            if mem is not None:   # sorted by sequence: no scan of a long job's whole history per watcher wake-up
+                return mem[bisect.bisect_right(mem, after, key=lambda e: e.sequence):]
         self.get(job_id)
         return self.store.events_after(job_id, after)
 
@@ -499,11 +500,12 @@ class JobManager:
         self._terminate(job, FAILED, "failed", {"reason": reason, "code": code}, error=reason, code=code)
 
     def _update_positions(self) -> None:
-        for i, jid in enumerate(self._queue, 1):
-            job = self._jobs[jid]
-            if job.queue_position != i:
-                job.queue_position = i
-                self._emit(jid, "queued", {"position": i})
+        with self.store.transaction():   # one commit for the whole queue, not one per waiting job
+            for i, jid in enumerate(self._queue, 1):
+                job = self._jobs[jid]
+                if job.queue_position != i:
+                    job.queue_position = i
+                    self._emit(jid, "queued", {"position": i})
 
     def _abort(self, run: _Running, reason: str, kind: type[Cancelled]) -> None:
         if not run.abort.is_set():
