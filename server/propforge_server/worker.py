@@ -6,13 +6,12 @@ never touches generators directly.
 """
 from __future__ import annotations
 
-import io
 import threading
 from typing import Any, Protocol
 
 from PIL import Image
 
-from propforge.errors import InputError
+from propforge.image import load_image
 from propforge.options import GenerateOptions
 from propforge.progress import ProgressCallback
 
@@ -22,29 +21,7 @@ DEFAULT_MAX_PIXELS = 64 * 1024 * 1024
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Bytes -> fully decoded PIL image; InputError for corrupt data or images above ``max_pixels``."""
-    try:
-        from propforge.image import load_image  # the library's own intake, when present
-    except ImportError:
-        load_image = None
-    if load_image is not None:
-        try:
-            return load_image(data, max_pixels=max_pixels)
-        except TypeError:  # an older signature without max_pixels
-            pass
-    if not data:
-        raise InputError("image is empty (0 bytes)")
-    try:
-        with Image.open(io.BytesIO(data)) as probe:
-            w, h = probe.size
-        if w * h > max_pixels:
-            raise InputError(f"image is {w}x{h} = {w * h} pixels, above the limit of {max_pixels}")
-        img = Image.open(io.BytesIO(data))
-        img.load()
-    except InputError:
-        raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise InputError(f"image could not be decoded: {e}") from e
-    return img
+    return load_image(data, max_pixels=max_pixels)
 
 
 def _gpu_for(index: int) -> str | None:
