@@ -46,7 +46,6 @@ def generate_glb(image: Image.Image, options: GenerateOptions | None = None,
     generation = generator.generate(image, seed=options.seed, progress=rescaled(progress, 0.0, share), **gen_opts)
     if source_bytes is not None:
         generation.source_sha256 = hashlib.sha256(source_bytes).hexdigest()
-    generation.options.update({"export": options.export.__dict__.copy()})
     glb = export_glb(generation, options.export, progress=rescaled(progress, share, 1.0))
     return GlbResult(glb=glb, backend=generator.name,
                      metadata={"generator": generation.generator, "seed": generation.seed,

@@ -215,12 +215,6 @@ def lod_levels(vertices: np.ndarray, faces: np.ndarray, vmap: np.ndarray, uv_fac
         yield level
 
 
-def decimate_keeping_uvs(vertices: np.ndarray, faces: np.ndarray, vmap: np.ndarray, uv_faces: np.ndarray,
-                         uvs: np.ndarray, max_faces: int, extent: float | None = None) -> Level | None:
-    """One level with at most ``max_faces`` faces in LOD0's atlas (see ``lod_levels``), or None."""
-    return next(lod_levels(vertices, faces, vmap, uv_faces, uvs, [max_faces], extent), None)
-
-
 def weld_exact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Geometric mesh of a UV-split mesh: vertices at bit-identical positions become one (seams).
 

@@ -351,11 +351,3 @@ class SLatFlowModel(_FlowTorso):
         phases = rope_phases(coords[:, 1:], self.config.head_dim, self.config.rope_freq)
         token_batch = batch if len(seqlens) > 1 else None
         return self._torso(feats[None], t, cond, token_batch, phases, seqlens)[0]
-
-
-#: upstream class names -> our classes (Elastic* only adds training-time memory control, spec §3.4)
-FLOW_CLASSES = {
-    "SparseStructureFlowModel": SparseStructureFlowModel,
-    "SLatFlowModel": SLatFlowModel,
-    "ElasticSLatFlowModel": SLatFlowModel,
-}
