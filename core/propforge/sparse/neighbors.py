@@ -39,13 +39,14 @@ def neighbor_map_sorted(coords: torch.Tensor, extent: tuple[int, int, int]) -> t
     order = order.to(torch.int32)
     c = coords.long()
     hi = torch.tensor(extent, dtype=torch.int64, device=coords.device)
-    for v, off in enumerate(OFFSETS.tolist()):
+    offsets = OFFSETS.to(device=coords.device, dtype=torch.int64)   # one copy, not 26 small ones
+    for v in range(27):
         if v == 13:
             nbr[:, 13] = torch.arange(n, dtype=torch.int32, device=coords.device)
             continue
-        q = c[:, 1:] + torch.tensor(off, device=coords.device)
+        q = c[:, 1:] + offsets[v]
         inside = ((q >= 0) & (q < hi)).all(1)
-        qk = ((c[:, 0] * extent[0] + q[:, 0]) * extent[1] + q[:, 1]) * extent[2] + q[:, 2]
+        qk = flat_keys(torch.cat([c[:, :1], q], 1), extent)
         pos = torch.searchsorted(sorted_keys, qk).clamp_(max=n - 1)
         found = inside & (sorted_keys[pos] == qk)
         nbr[:, v] = torch.where(found, order[pos], -1)
