@@ -41,14 +41,6 @@ namespace PropForge.Client
             return o;
         }
 
-        /// <summary>Uniform maps for a material without a metallicRoughness texture (factors only).</summary>
-        public static byte[] Constant(int pixels, byte r, byte g, byte b, byte a)
-        {
-            var o = new byte[pixels * 4];
-            for (int i = 0; i < o.Length; i += 4) { o[i] = r; o[i + 1] = g; o[i + 2] = b; o[i + 3] = a; }
-            return o;
-        }
-
         static byte Scale(byte v, double factor)
         {
             double x = v * Math.Max(0.0, Math.Min(1.0, factor));

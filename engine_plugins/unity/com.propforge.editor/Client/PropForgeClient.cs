@@ -17,7 +17,6 @@ namespace PropForge.Client
     /// <summary>Outcome of a (possibly resumed) result download.</summary>
     public sealed class DownloadResult
     {
-        public string Path = "";
         public long Size;
         public string Sha256 = "";
         public long ResumedFrom;   // bytes already on disk when the last request started (0 = fresh)
@@ -47,8 +46,6 @@ namespace PropForge.Client
             http = handler != null ? new HttpClient(handler) : new HttpClient();
             http.Timeout = Timeout.InfiniteTimeSpan;  // per-request timeouts below; streams are long-lived
         }
-
-        public Uri BaseUri { get { return baseUri; } }
 
         /// <summary>"127.0.0.1:8480", "http://host:8480/" and "https://host" all become a base URI.</summary>
         public static Uri NormalizeAddress(string address)
@@ -264,7 +261,6 @@ namespace PropForge.Client
             string dir = Path.GetDirectoryName(Path.GetFullPath(partPath));
             if (!string.IsNullOrEmpty(dir)) Directory.CreateDirectory(dir);
             var result = new DownloadResult();
-            result.Path = partPath;
             int failures = 0;
             bool restarted = false;
             while (true)
@@ -393,11 +389,6 @@ namespace PropForge.Client
             using (var sha = SHA256.Create())
             using (var fs = File.OpenRead(path))
                 return Hex(sha.ComputeHash(fs));
-        }
-
-        public static string Sha256Bytes(byte[] data)
-        {
-            using (var sha = SHA256.Create()) return Hex(sha.ComputeHash(data));
         }
 
         static string Hex(byte[] h)
