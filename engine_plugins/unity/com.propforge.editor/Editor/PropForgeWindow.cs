@@ -136,15 +136,21 @@ namespace PropForge.Editor
             options.Collision = PropForgeSettings.Collisions[EditorGUILayout.Popup("Collision", c < 0 ? 0 : c, CollisionLabels)];
             using (new EditorGUILayout.HorizontalScope())
             {
-                PropForgeSettings.RandomSeed = EditorGUILayout.ToggleLeft("Random seed", PropForgeSettings.RandomSeed, GUILayout.Width(110));
-                using (new EditorGUI.DisabledScope(PropForgeSettings.RandomSeed))
+                // EditorPrefs are written only when a toggle changes, not on every GUI event
+                bool randomSeed = PropForgeSettings.RandomSeed;
+                bool newRandomSeed = EditorGUILayout.ToggleLeft("Random seed", randomSeed, GUILayout.Width(110));
+                if (newRandomSeed != randomSeed) PropForgeSettings.RandomSeed = newRandomSeed;
+                using (new EditorGUI.DisabledScope(newRandomSeed))
                     options.Seed = (ulong)System.Math.Max(0L, EditorGUILayout.LongField("Seed", (long)options.Seed));
             }
-            PropForgeSettings.PlaceInScene = EditorGUILayout.ToggleLeft(
-                "Place in scene (at the selected GameObject / replace a placeholder cube)", PropForgeSettings.PlaceInScene);
-            using (new EditorGUI.DisabledScope(PropForgeMenu.SelectedImages().Count == 0))
+            bool place = PropForgeSettings.PlaceInScene;
+            bool newPlace = EditorGUILayout.ToggleLeft(
+                "Place in scene (at the selected GameObject / replace a placeholder cube)", place);
+            if (newPlace != place) PropForgeSettings.PlaceInScene = newPlace;
+            var selected = PropForgeMenu.SelectedImages();
+            using (new EditorGUI.DisabledScope(selected.Count == 0))
             {
-                if (GUILayout.Button("Generate from selected images")) Start(PropForgeMenu.SelectedImages());
+                if (GUILayout.Button("Generate from selected images")) Start(selected);
             }
             if (GUILayout.Button("Generate from image file...")) PickFile();
         }
