@@ -1,6 +1,7 @@
 // One "generate 3D from image" job end to end: submit -> follow events -> download outside the
 // project -> verify -> move into place. The editor layer only renders Snapshot() and imports the file.
 using System;
+using System.Diagnostics;
 using System.IO;
 using System.Threading;
 using System.Threading.Tasks;
@@ -121,8 +122,20 @@ namespace PropForge.Client
         async Task DownloadAndPlace()
         {
             Set(RunnerState.Downloading, "downloading", 1.0, -1);
+            // The client reports every 64 KiB chunk; each Set is a post to the editor's main thread, so
+            // report only when another MiB is done or 100 ms have passed, and always the last chunk.
+            // The callbacks of one download run one after another (awaited), so no lock is needed.
+            long reportedBytes = 0;
+            var sinceReport = Stopwatch.StartNew();
             var dl = await client.DownloadAsync(JobId, PartPath, Finished.ResultSha256,
-                (done, total) => Set(RunnerState.Downloading, "downloading " + (done >> 10) + " KiB", 1.0, -1), cts.Token).ConfigureAwait(false);
+                (done, total) =>
+                {
+                    bool last = total >= 0 && done >= total;
+                    if (!last && done - reportedBytes < (1 << 20) && sinceReport.ElapsedMilliseconds < 100) return;
+                    reportedBytes = done;
+                    sinceReport.Restart();
+                    Set(RunnerState.Downloading, "downloading " + (done >> 10) + " KiB", 1.0, -1);
+                }, cts.Token).ConfigureAwait(false);
             if (Finished.ResultSize > 0 && dl.Size != Finished.ResultSize)
             {
                 File.Delete(PartPath);
