@@ -33,12 +33,11 @@ namespace PropForge.Editor
             }
         }
 
-        /// <summary>One material asset per glTF material, index-aligned; updated in place on regeneration (GUIDs kept).</summary>
-        public static List<Material> Build(GlbDocument doc, string folder, string baseName)
+        /// <summary>One material asset per glTF material (mats = doc.Materials()), index-aligned; updated in place on regeneration (GUIDs kept).</summary>
+        public static List<Material> Build(GlbDocument doc, List<GlbMaterial> mats, string folder, string baseName)
         {
             var result = new List<Material>();
             var pipeline = Detect();
-            var mats = doc.Materials();
             for (int i = 0; i < mats.Count; i++)
             {
                 string stem = folder + "/" + baseName + (mats.Count > 1 ? "_" + i : "");

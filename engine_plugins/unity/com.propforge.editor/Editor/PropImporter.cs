@@ -27,12 +27,13 @@ namespace PropForge.Editor
             try { doc = GlbDocument.ReadFile(Path.Combine(PropForgeSettings.ProjectRoot, glbAssetPath)); }
             catch (System.FormatException e) { message = glbAssetPath + " is not a readable GLB: " + e.Message; return null; }
 
-            var materials = MaterialRemap.Build(doc, folder, baseName);
+            var gltfMaterials = doc.Materials();  // parsed once for both the assets and the assignment
+            var materials = MaterialRemap.Build(doc, gltfMaterials, folder, baseName);
             var instance = PrefabUtility.InstantiatePrefab(model) as GameObject;
             if (instance == null) instance = Object.Instantiate(model);
             try
             {
-                AssignMaterials(instance, doc, materials);
+                AssignMaterials(instance, gltfMaterials, materials);
                 int lods = SetupLods(instance);
                 int colliders = SetupColliders(instance);
                 string prefabPath = folder + "/" + baseName + ".prefab";
@@ -48,11 +49,10 @@ namespace PropForge.Editor
         }
 
         /// <summary>glTFast names Unity materials after the glTF ones; match by name, else by the single material.</summary>
-        static void AssignMaterials(GameObject root, GlbDocument doc, List<Material> materials)
+        static void AssignMaterials(GameObject root, List<GlbMaterial> gltf, List<Material> materials)
         {
             if (materials.Count == 0) return;
             var names = new Dictionary<string, Material>();
-            var gltf = doc.Materials();
             for (int i = 0; i < gltf.Count && i < materials.Count; i++)
                 if (gltf[i].Name.Length > 0) names[gltf[i].Name] = materials[i];
             foreach (var r in root.GetComponentsInChildren<Renderer>(true))
