@@ -236,6 +236,10 @@ class Watcher:
     def scan(self) -> None:
         """Queue-check every image in the drop tree; handle sources removed while we were down."""
         self._scan_folder(self.layout.drop)
+        self._prune_removed()
+
+    def _prune_removed(self) -> None:
+        """Note, for each known source no longer on disk, that it was removed (outputs are kept)."""
         for row in self.db.all() if self.db else []:
             if not self.layout.source_path(row.source).exists():
                 self._source_removed(row.source)
@@ -349,9 +353,7 @@ class Watcher:
                         busy = rel in self._pending or rel in self._queued or rel in self._running
                     if not busy:
                         self._touch(rel)
-        for row in self.db.all() if self.db else []:
-            if not self.layout.source_path(row.source).exists():
-                self._source_removed(row.source)
+        self._prune_removed()
 
     def _check_pending(self, rel: str, entry: _Pending) -> None:
         """Hand a pending file on once it is unchanged for ``settle_s`` and looks complete."""
