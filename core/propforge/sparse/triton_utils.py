@@ -15,9 +15,14 @@ def triton_available() -> bool:
     return triton is not None
 
 
+# Triton reads the variable when it decorates the kernels (at import), so later changes mean nothing;
+# read once instead of on every conv call.
+_INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
 def interpreting() -> bool:
     """True under TRITON_INTERPRET=1 (kernels run on CPU tensors through Triton's interpreter)."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+    return _INTERPRETING
 
 
 def _patch_interpreter_index() -> None:
