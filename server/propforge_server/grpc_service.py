@@ -1,10 +1,11 @@
 """Native gRPC front end (grpc.aio) over the job manager, plus the standard grpc.health.v1 service.
 
 Async so that hundreds of WatchJob streams cost no threads; blocking work (image decoding, SQLite,
-file reads) runs in the default executor. Errors map to status codes: InputError -> INVALID_ARGUMENT,
-QueueFull -> RESOURCE_EXHAUSTED, JobNotFound -> NOT_FOUND, ResultNotReady and BackendUnavailable ->
-FAILED_PRECONDITION, ShuttingDown -> UNAVAILABLE, missing/wrong token -> UNAUTHENTICATED, upload above
-the limit -> RESOURCE_EXHAUSTED (by grpc itself).
+file reads) runs in the default executor. Errors map to status codes (the table is errors_map.ERRORS,
+shared with the HTTP bridge): InputError -> INVALID_ARGUMENT, QueueFull -> RESOURCE_EXHAUSTED,
+JobNotFound -> NOT_FOUND, ResultNotReady and BackendUnavailable -> FAILED_PRECONDITION, ShuttingDown ->
+UNAVAILABLE, missing/wrong token -> UNAUTHENTICATED, upload above the limit -> RESOURCE_EXHAUSTED (by
+grpc itself).
 """
 from __future__ import annotations
 
@@ -17,34 +18,22 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from propforge.errors import BackendUnavailable, InputError, PropForgeError
+from propforge.errors import PropForgeError
 
-from . import convert
+from . import convert, errors_map
 from ._proto import propforge_pb2 as pb
 from ._proto import propforge_pb2_grpc as pb_grpc
-from .jobs import JobManager, JobNotFound, QueueFull, ResultNotReady, ShuttingDown
+from .jobs import JobManager
 from .store import iter_file
 
 log = logging.getLogger("propforge.server")
 SERVICE_NAME = "propforge.v1.PropForge"
 CHUNK = 1 << 20  # result chunks: 1 MiB
 
-_CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
-    (InputError, grpc.StatusCode.INVALID_ARGUMENT),
-    (QueueFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (JobNotFound, grpc.StatusCode.NOT_FOUND),
-    (ResultNotReady, grpc.StatusCode.FAILED_PRECONDITION),
-    (ShuttingDown, grpc.StatusCode.UNAVAILABLE),
-    (BackendUnavailable, grpc.StatusCode.FAILED_PRECONDITION),
-    (PropForgeError, grpc.StatusCode.FAILED_PRECONDITION),
-]
-
 
 def status_code(exc: BaseException) -> grpc.StatusCode:
-    for cls, code in _CODES:
-        if isinstance(exc, cls):
-            return code
-    return grpc.StatusCode.INTERNAL
+    found = errors_map.lookup(exc)
+    return grpc.StatusCode[found[1]] if found else grpc.StatusCode.INTERNAL
 
 
 def _unary(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:

@@ -15,25 +15,16 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from propforge.errors import BackendUnavailable, InputError, PropForgeError
+from propforge.errors import InputError, PropForgeError
 
-from . import convert
+from . import convert, errors_map
 from ._proto import propforge_pb2 as pb
-from .jobs import JobManager, JobNotFound, QueueFull, ResultNotReady, ShuttingDown
+from .jobs import JobManager
 from .store import iter_file
 
 log = logging.getLogger("propforge.server")
 KEEPALIVE_SECONDS = 15.0
 CHUNK = 1 << 20
-_HTTP: list[tuple[type[BaseException], int, str]] = [
-    (InputError, 400, "INVALID_ARGUMENT"),
-    (QueueFull, 429, "RESOURCE_EXHAUSTED"),
-    (JobNotFound, 404, "NOT_FOUND"),
-    (ResultNotReady, 409, "FAILED_PRECONDITION"),
-    (ShuttingDown, 503, "UNAVAILABLE"),
-    (BackendUnavailable, 400, "FAILED_PRECONDITION"),
-    (PropForgeError, 400, "FAILED_PRECONDITION"),
-]
 _CODE_OF_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 404: "NOT_FOUND", 405: "UNIMPLEMENTED",
                    409: "FAILED_PRECONDITION", 413: "RESOURCE_EXHAUSTED", 416: "OUT_OF_RANGE",
                    429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE"}
@@ -81,10 +72,10 @@ class HttpBridge:
         try:
             return await handler(request)
         except PropForgeError as e:
-            for cls, status, code in _HTTP:
-                if isinstance(e, cls):
-                    return problem(status, type(e).__name__, str(e), code)
-            raise
+            found = errors_map.lookup(e)
+            if found is None:
+                raise
+            return problem(found[0], type(e).__name__, str(e), found[1])
         except web.HTTPException as e:
             if e.status < 400:
                 raise
