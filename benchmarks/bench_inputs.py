@@ -1,4 +1,5 @@
-"""Small inputs drawn in code, shared by the benchmarks (same drawing as tests/conftest.make_cutout)."""
+"""Small inputs drawn in code, and summary helpers, shared by the benchmarks (the drawing is the same as
+tests/conftest.make_cutout)."""
 from __future__ import annotations
 
 import io
@@ -17,3 +18,8 @@ def cutout_png(size: int, seed: int) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(rgba, "RGBA").save(buf, "PNG")
     return buf.getvalue()
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-th percentile; NaN for no values."""
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")

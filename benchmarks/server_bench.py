@@ -23,15 +23,11 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 
-from bench_inputs import cutout_png  # benchmarks/ is on sys.path when run as a script
+from bench_inputs import cutout_png, pct  # benchmarks/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
 class TimedWorker:

@@ -22,9 +22,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 
-from bench_inputs import cutout_png  # benchmarks/ is on sys.path when run as a script
+from bench_inputs import cutout_png, pct  # benchmarks/ is on sys.path when run as a script
 
 
 def iso_to_epoch(s: str) -> float:
@@ -42,9 +41,6 @@ def wait_all_done(w, layout, rels: list[str], timeout: float) -> dict[str, dict]
         time.sleep(0.05)
     raise SystemExit(f"timed out after {timeout} s")
 
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q))
 
 
 def main() -> None:
