@@ -9,7 +9,6 @@ grpc itself).
 """
 from __future__ import annotations
 
-import asyncio
 import functools
 import hmac
 import logging
@@ -24,11 +23,10 @@ from . import convert, errors_map
 from ._proto import propforge_pb2 as pb
 from ._proto import propforge_pb2_grpc as pb_grpc
 from .jobs import JobManager
-from .store import iter_file
+from .store import CHUNK, close_chunks, iter_file, run_blocking
 
 log = logging.getLogger("propforge.server")
 SERVICE_NAME = "propforge.v1.PropForge"
-CHUNK = 1 << 20  # result chunks: 1 MiB
 
 
 def status_code(exc: BaseException) -> grpc.StatusCode:
@@ -53,27 +51,24 @@ class PropForgeService(pb_grpc.PropForgeServicer):
     def __init__(self, manager: JobManager) -> None:
         self.manager = manager
 
-    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
-
     @_unary
     async def SubmitJob(self, request: pb.SubmitJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
         options = convert.options_from_proto(request.options)
-        job = await self._call(self.manager.submit, request.image, options, request.image_name,
-                               request.deadline_seconds)
+        job = await run_blocking(self.manager.submit, request.image, options, request.image_name,
+                                 request.deadline_seconds)
         return convert.job_to_proto(job)
 
     @_unary
     async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
-        return convert.job_to_proto(await self._call(self.manager.get, request.id))
+        return convert.job_to_proto(await run_blocking(self.manager.get, request.id))
 
     @_unary
     async def CancelJob(self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
-        return convert.job_to_proto(await self._call(self.manager.cancel, request.id))
+        return convert.job_to_proto(await run_blocking(self.manager.cancel, request.id))
 
     @_unary
     async def ListBackends(self, request: pb.ListBackendsRequest, context: grpc.aio.ServicerContext) -> pb.ListBackendsResponse:
-        infos = await self._call(self.manager.backends)
+        infos = await run_blocking(self.manager.backends)
         return convert.backends_to_proto(infos, self.manager.default_backend)
 
     async def WatchJob(self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.JobEvent]:
@@ -86,7 +81,7 @@ class PropForgeService(pb_grpc.PropForgeServicer):
 
     async def GetResult(self, request: pb.GetResultRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ResultChunk]:
         try:
-            path, size, sha = await self._call(self.manager.result, request.id)
+            path, size, sha = await run_blocking(self.manager.result, request.id)
         except PropForgeError as e:
             await context.abort(status_code(e), str(e))
             return
@@ -99,14 +94,14 @@ class PropForgeService(pb_grpc.PropForgeServicer):
         chunks = iter_file(path, offset, CHUNK)
         try:
             while True:
-                data = await self._call(next, chunks, None)
+                data = await run_blocking(next, chunks, None)
                 if data is None:
                     return
                 yield pb.ResultChunk(offset=offset, data=data, total_size=size, sha256=sha,
                                      mime_type="model/gltf-binary")
                 offset += len(data)
         finally:
-            _close(chunks)
+            close_chunks(chunks)
 
 
 class TokenAuth(grpc.aio.ServerInterceptor):
@@ -182,11 +177,3 @@ class GrpcFrontEnd:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(grace)
-
-
-def _close(gen: Any) -> None:
-    """Close a file-chunk generator; if a read is still running in the executor, GC closes it later."""
-    try:
-        gen.close()
-    except ValueError:  # "generator already executing"
-        pass

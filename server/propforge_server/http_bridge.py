@@ -20,11 +20,10 @@ from propforge.errors import InputError, PropForgeError
 from . import convert, errors_map
 from ._proto import propforge_pb2 as pb
 from .jobs import JobManager
-from .store import iter_file
+from .store import CHUNK, close_chunks, iter_file, run_blocking
 
 log = logging.getLogger("propforge.server")
 KEEPALIVE_SECONDS = 15.0
-CHUNK = 1 << 20
 _CODE_OF_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 404: "NOT_FOUND", 405: "UNIMPLEMENTED",
                    409: "FAILED_PRECONDITION", 413: "RESOURCE_EXHAUSTED", 416: "OUT_OF_RANGE",
                    429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE"}
@@ -100,16 +99,13 @@ class HttpBridge:
                                headers={"WWW-Authenticate": 'Bearer realm="propforge"'})
         return await handler(request)
 
-    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
-
     # -- jobs -------------------------------------------------------------------------------------
     async def submit(self, request: web.Request) -> web.Response:
         if not request.content_type.startswith("multipart/"):
             raise InputError(f"POST /v1/jobs needs multipart/form-data with an 'image' part, got {request.content_type!r}")
         image, name, options, deadline = await self._read_form(request)
         opts = convert.options_from_proto(options)
-        job = await self._call(self.manager.submit, image, opts, name, deadline)
+        job = await run_blocking(self.manager.submit, image, opts, name, deadline)
         return _json(convert.job_to_proto(job), 202, {"Location": f"/v1/jobs/{job.id}"})
 
     async def _read_form(self, request: web.Request) -> tuple[bytes, str, pb.JobOptions, float]:
@@ -143,10 +139,10 @@ class HttpBridge:
         return image, name, options, deadline
 
     async def get_job(self, request: web.Request) -> web.Response:
-        return _json(convert.job_to_proto(await self._call(self.manager.get, request.match_info["id"])))
+        return _json(convert.job_to_proto(await run_blocking(self.manager.get, request.match_info["id"])))
 
     async def cancel(self, request: web.Request) -> web.Response:
-        return _json(convert.job_to_proto(await self._call(self.manager.cancel, request.match_info["id"])))
+        return _json(convert.job_to_proto(await run_blocking(self.manager.cancel, request.match_info["id"])))
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         job_id = request.match_info["id"]
@@ -154,7 +150,7 @@ class HttpBridge:
         if not after_text.strip().isdigit():
             raise InputError(f"Last-Event-ID must be an event sequence number, got {after_text!r}")
         after = int(after_text)
-        await self._call(self.manager.get, job_id)  # 404 before any header is sent
+        await run_blocking(self.manager.get, job_id)  # 404 before any header is sent
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})
         await resp.prepare(request)
@@ -171,7 +167,7 @@ class HttpBridge:
         return resp
 
     async def result(self, request: web.Request) -> web.StreamResponse:
-        path, size, sha = await self._call(self.manager.result, request.match_info["id"])
+        path, size, sha = await run_blocking(self.manager.result, request.match_info["id"])
         start, end = 0, size - 1
         status = 200
         rng = request.headers.get("Range")
@@ -195,19 +191,19 @@ class HttpBridge:
         chunks = iter_file(path, start, CHUNK)
         try:
             while remaining > 0:
-                data = await self._call(next, chunks, b"")
+                data = await run_blocking(next, chunks, b"")
                 if not data:
                     break
                 data = data[:remaining]
                 await resp.write(data)
                 remaining -= len(data)
         finally:
-            _close(chunks)  # a client that hangs up mid-download must not keep the file open
+            close_chunks(chunks)  # a client that hangs up mid-download must not keep the file open
         await resp.write_eof()
         return resp
 
     async def backends(self, request: web.Request) -> web.Response:
-        infos = await self._call(self.manager.backends)
+        infos = await run_blocking(self.manager.backends)
         return _json(convert.backends_to_proto(infos, self.manager.default_backend))
 
     # -- health and metrics -----------------------------------------------------------------------
@@ -219,7 +215,7 @@ class HttpBridge:
         return web.json_response({"ready": ok}, status=200 if ok else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        text = await self._call(self.manager.metrics_text)
+        text = await run_blocking(self.manager.metrics_text)
         return web.Response(text=text, content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Type-Options": "nosniff"})
 
@@ -241,11 +237,3 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
             return None
         start, end = max(0, size - n), size - 1
     return (start, end) if start <= end and start < size else None
-
-
-def _close(gen: Any) -> None:
-    """Close a file-chunk generator; if a read is still running in the executor, GC closes it later."""
-    try:
-        gen.close()
-    except ValueError:  # "generator already executing"
-        pass

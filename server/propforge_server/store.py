@@ -8,6 +8,7 @@ shared store (e.g. Postgres + object storage) without touching the workers or fr
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
@@ -16,7 +17,7 @@ from contextlib import contextmanager
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 from propforge.fileio import write_atomic
 
@@ -318,7 +319,11 @@ class SQLiteJobStore:
         return JobRecord(**d)
 
 
-def iter_file(path: Path, offset: int = 0, chunk: int = 1 << 20) -> Iterator[bytes]:
+#: result chunk size of both front ends (gRPC ResultChunk, HTTP download writes): 1 MiB
+CHUNK = 1 << 20
+
+
+def iter_file(path: Path, offset: int = 0, chunk: int = CHUNK) -> Iterator[bytes]:
     """Read ``path`` from ``offset`` in chunks (results are streamed, never loaded whole by the server)."""
     with open(path, "rb") as f:
         f.seek(offset)
@@ -327,3 +332,16 @@ def iter_file(path: Path, offset: int = 0, chunk: int = 1 << 20) -> Iterator[byt
             if not data:
                 return
             yield data
+
+
+def close_chunks(gen: Any) -> None:
+    """Close a file-chunk generator; if a read is still running in the executor, GC closes it later."""
+    try:
+        gen.close()
+    except ValueError:  # "generator already executing"
+        pass
+
+
+async def run_blocking(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in the default executor (the front ends' way to reach SQLite, files and the manager)."""
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
