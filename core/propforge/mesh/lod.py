@@ -10,7 +10,8 @@ each face mapped into one chart (see ``lod_levels``).
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -48,12 +49,17 @@ def _majority(group: np.ndarray, label: np.ndarray, groups: int) -> np.ndarray:
     return out
 
 
-def _vertex_charts(v: np.ndarray, f: np.ndarray, ref_centroids: np.ndarray, ref_chart: np.ndarray) -> np.ndarray:
-    """Chart of each decimated vertex: majority vote of its component's faces' nearest LOD0 faces."""
+def _vertex_charts(v: np.ndarray, f: np.ndarray, ref_centroids: np.ndarray, ref_chart: np.ndarray,
+                   tree=None) -> np.ndarray:
+    """Chart of each decimated vertex: majority vote of its component's faces' nearest LOD0 faces.
+
+    ``tree``: a cKDTree over ``ref_centroids``, if the caller already has one.
+    """
     from scipy.spatial import cKDTree
 
     comp = chart_labels(f, len(v))
-    _, near = cKDTree(ref_centroids).query(v[f].mean(1))
+    tree = tree if tree is not None else cKDTree(ref_centroids)
+    _, near = tree.query(v[f].mean(1))
     return _majority(comp[f[:, 0]], ref_chart[near], int(comp.max()) + 1)[comp]
 
 
@@ -84,23 +90,27 @@ def _transfer_by_chart(points: np.ndarray, point_chart: np.ndarray, tri: np.ndar
 
 
 def transfer_uvs(points: np.ndarray, point_chart: np.ndarray, ref_v: np.ndarray, ref_f: np.ndarray,
-                 ref_uv: np.ndarray, ref_face_chart: np.ndarray, chunk: int = 1 << 15) -> np.ndarray:
+                 ref_uv: np.ndarray, ref_face_chart: np.ndarray, chunk: int = 1 << 15, tree=None) -> np.ndarray:
     """UV of each point: LOD0's UV at the closest point of LOD0's surface within the point's chart.
 
-    Points go in chunks so a million-face level needs tens of MB, not gigabytes.
+    Points go in chunks so a million-face level needs tens of MB, not gigabytes. ``tree``: a
+    cKDTree over LOD0's face centroids (``ref_v[ref_f].mean(1)``), if the caller already has one.
     """
     from scipy.spatial import cKDTree
 
-    tree = cKDTree(ref_v[ref_f].mean(1))
+    tree = tree if tree is not None else cKDTree(ref_v[ref_f].mean(1))
+    # LOD0's triangles and their UVs in float64 for the brute-force fallback: made once, on first need
+    ref_tris = functools.cache(lambda: (ref_v[ref_f].astype(np.float64), ref_uv[ref_f].astype(np.float64)))
     out = np.zeros((len(points), 2), np.float32)
     for i in range(0, len(points), chunk):
         out[i:i + chunk] = _transfer_chunk(tree, points[i:i + chunk], point_chart[i:i + chunk], ref_v, ref_f,
-                                           ref_uv, ref_face_chart)
+                                           ref_uv, ref_face_chart, ref_tris)
     return out
 
 
 def _transfer_chunk(tree, points: np.ndarray, point_chart: np.ndarray, ref_v: np.ndarray, ref_f: np.ndarray,
-                    ref_uv: np.ndarray, ref_face_chart: np.ndarray) -> np.ndarray:
+                    ref_uv: np.ndarray, ref_face_chart: np.ndarray,
+                    ref_tris: Callable[[], tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     out = np.zeros((len(points), 2), np.float32)
     todo = np.arange(len(points))
     for k in (CANDIDATES, 256):                             # widen the search for the few that need it
@@ -124,8 +134,7 @@ def _transfer_chunk(tree, points: np.ndarray, point_chart: np.ndarray, ref_v: np
         out[todo[rows[pick]]] = uv
         todo = todo[~found]
     if len(todo):
-        out[todo] = _transfer_by_chart(points[todo].astype(np.float64), point_chart[todo],
-                                       ref_v[ref_f].astype(np.float64), ref_uv[ref_f].astype(np.float64),
+        out[todo] = _transfer_by_chart(points[todo].astype(np.float64), point_chart[todo], *ref_tris(),
                                        ref_face_chart)
     return out
 
@@ -187,6 +196,7 @@ def lod_levels(vertices: np.ndarray, faces: np.ndarray, vmap: np.ndarray, uv_fac
     uvs = np.asarray(uvs, np.float32)
     ref_face_chart = chart_labels(sf, len(sv))[sf[:, 0]]
     ref_centroids = sv[sf].mean(1)
+    tree = cKDTree(ref_centroids)                                # shared by every level's chart and UV look-ups
     split: tuple[np.ndarray, np.ndarray] | None = (sv, sf)      # the locked chain's last level
     geo = (v, np.asarray(faces, np.int32))                       # the welded chain's last level
     last = len(sf)
@@ -196,9 +206,9 @@ def lod_levels(vertices: np.ndarray, faces: np.ndarray, vmap: np.ndarray, uv_fac
         locked = _seam_locked(*split, budget) if split is not None else None
         if locked is not None:
             dv, dsf = locked
-            point_chart = _vertex_charts(dv, dsf, ref_centroids, ref_face_chart)
+            point_chart = _vertex_charts(dv, dsf, ref_centroids, ref_face_chart, tree)
             gv, gf, smap = weld_exact(dv, dsf)
-            level = (gv, gf, smap, dsf, transfer_uvs(dv, point_chart, sv, sf, uvs, ref_face_chart))
+            level = (gv, gf, smap, dsf, transfer_uvs(dv, point_chart, sv, sf, uvs, ref_face_chart, tree=tree))
             split = locked
         else:
             split = None
@@ -206,9 +216,10 @@ def lod_levels(vertices: np.ndarray, faces: np.ndarray, vmap: np.ndarray, uv_fac
                 gv, gf = decimate(*geo, budget, extent=extent)
             except RuntimeError:            # decimate's last resort gave up: no such level
                 return
-            _, near = cKDTree(ref_centroids).query(gv[gf].mean(1))
+            _, near = tree.query(gv[gf].mean(1))
             smap, dsf, point_chart = _split_by_chart(gf, ref_face_chart[near])
-            level = (gv, gf, smap, dsf, transfer_uvs(gv[smap], point_chart, sv, sf, uvs, ref_face_chart))
+            level = (gv, gf, smap, dsf, transfer_uvs(gv[smap], point_chart, sv, sf, uvs, ref_face_chart,
+                                                        tree=tree))
         if len(level[3]) == 0 or len(level[3]) >= last:
             return
         geo, last = (level[0], level[1]), len(level[3])
