@@ -25,6 +25,7 @@ from . import convert
 from ._proto import propforge_pb2 as pb
 from ._proto import propforge_pb2_grpc as pb_grpc
 from .jobs import JobNotFound, QueueFull, ResultNotReady
+from .store import TERMINAL_EVENTS
 
 DEFAULT_ADDRESS = "127.0.0.1:8479"
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
@@ -141,7 +142,7 @@ class PropForgeClient:
                     d = convert.event_to_dict(ev)
                     after = d["sequence"]
                     yield d
-                    if d["kind"] in ("finished", "failed", "cancelled"):
+                    if d["kind"] in TERMINAL_EVENTS:
                         return
                 return  # stream ended without a terminal event: server is shutting down cleanly
             except grpc.RpcError as e:
@@ -194,7 +195,7 @@ class PropForgeClient:
                 pass
             raise
         kind = last["kind"] if last else ""
-        if kind not in ("finished", "failed", "cancelled"):
+        if kind not in TERMINAL_EVENTS:
             raise ServerUnavailable(f"the server at {self.address} stopped while job {job['id']} was running; "
                                     "it re-runs the job when it starts again (watch it with this id)")
         job = self.get(job["id"])
