@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from ..ovoxel.voxelize import closest_barycentric
-from .cleanup import nondegenerate
+from .cleanup import nondegenerate, remove_unreferenced_vertices
 
 CANDIDATES = 24           # nearest LOD0 faces tried per projected vertex
 
@@ -158,10 +158,8 @@ def _seam_locked(v: np.ndarray, f: np.ndarray, max_faces: int) -> tuple[np.ndarr
         target = max(4, target - (len(df) - max_faces) - max(1, max_faces // 50))
     if len(df) > max_faces or len(df) == 0:
         return None
-    used = np.unique(df)
-    remap = np.full(len(dv), -1, np.int64)
-    remap[used] = np.arange(len(used))
-    return dv[used], remap[df].astype(np.int32)
+    dv, df, _ = remove_unreferenced_vertices(dv, df)
+    return dv, df
 
 
 def _split_by_chart(faces: np.ndarray, face_chart: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
