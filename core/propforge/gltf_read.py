@@ -39,7 +39,7 @@ UNSUPPORTED_REQUIRED = {"KHR_draco_mesh_compression", "EXT_meshopt_compression",
 
 
 class _Doc:
-    """A parsed glTF plus its raw buffers; caches decoded images."""
+    """A parsed glTF plus its raw buffers; caches decoded images (and their RGB channels)."""
 
     def __init__(self, path: Path):
         import pygltflib
@@ -61,6 +61,7 @@ class _Doc:
                              "re-export the asset without mesh/texture compression")
         self.buffers = [self._buffer_bytes(i, b) for i, b in enumerate(self.gltf.buffers)]
         self._images: dict[int, np.ndarray] = {}
+        self._images_rgb: dict[int, np.ndarray] = {}
 
     def _buffer_bytes(self, i: int, buf) -> bytes:
         uri = buf.uri
@@ -146,6 +147,16 @@ class _Doc:
         if index not in self._images:
             self._images[index] = _decode_image(self._image_bytes(index), f"{self.path}: image {index}")
         return self._images[index]
+
+    def image_rgb(self, index: int) -> np.ndarray:
+        """Image ``index``'s RGB channels as a contiguous uint8 [H, W, 3] (cached).
+
+        Primitives whose materials share an image then share one array, so per-array caches
+        downstream (the voxeliser's mip pyramids, keyed by id) build it once.
+        """
+        if index not in self._images_rgb:
+            self._images_rgb[index] = np.ascontiguousarray(self.image(index)[..., :3])
+        return self._images_rgb[index]
 
     def _image_bytes(self, index: int) -> bytes:
         img = self.gltf.images[index]
@@ -300,12 +311,19 @@ def _material(doc: _Doc, index: int | None) -> tuple[PBRMaterial, int, dict | No
             if transform is not None:
                 texcoord = transform.get("texCoord", texcoord)
         if pbr.metallicRoughnessTexture is not None:
-            rgba, _ = _texture(doc, pbr.metallicRoughnessTexture.index)
-            mat.metallic_roughness_texture = np.ascontiguousarray(rgba[..., :3])
+            source, _ = _texture_source(doc, pbr.metallicRoughnessTexture.index)
+            mat.metallic_roughness_texture = doc.image_rgb(source)
     return mat, texcoord, transform
 
 
 def _texture(doc: _Doc, index: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decoded RGBA image and (wrapS, wrapT) of texture ``index``."""
+    source, wrap = _texture_source(doc, index)
+    return doc.image(source), wrap
+
+
+def _texture_source(doc: _Doc, index: int) -> tuple[int, tuple[int, int]]:
+    """Image index and (wrapS, wrapT) of texture ``index`` (an extension may name the source)."""
     tex = doc.gltf.textures[index]
     source = tex.source
     if source is None:
@@ -319,7 +337,7 @@ def _texture(doc: _Doc, index: int) -> tuple[np.ndarray, tuple[int, int]]:
     if tex.sampler is not None:
         s = doc.gltf.samplers[tex.sampler]
         wrap = (s.wrapS or REPEAT, s.wrapT or REPEAT)
-    return doc.image(source), wrap
+    return source, wrap
 
 
 def _primitive(doc: _Doc, mesh, node, prim, matrix: np.ndarray, world: dict) -> TexturedMesh | None:
