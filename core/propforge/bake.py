@@ -98,6 +98,28 @@ class BlockIndex:
         return np.where(inside, self.lookup_parts(*parts), -1)
 
 
+def _corners(q: np.ndarray, index: BlockIndex) -> tuple[np.ndarray, np.ndarray]:
+    """The 8 voxel centres around each grid point ``q`` [M, 3] (voxel units, clamped to [-0.5, R + 0.5]).
+
+    Returns (rows [M, 8] int32: O-Voxel row or -1, w [M, 8] float32: trilinear weight, not zeroed
+    for missing rows); corner k is offset ((k >> 2) & 1, (k >> 1) & 1, k & 1) from the lower one.
+    Both are stored corner-major (transposed views) so each corner's column is contiguous.
+    """
+    base = np.floor(q - 0.5)
+    frac = (q - (base + 0.5)).astype(np.float32)                 # weight of the +1 corner per axis
+    base = base.astype(np.int64)
+    keys = [[index.axis_keys(base[:, i] + d, i) for d in (0, 1)] for i in range(3)]
+    wts = [[1.0 - frac[:, i], frac[:, i]] for i in range(3)]
+    rows = np.empty((8, len(q)), np.int32)
+    w = np.empty((8, len(q)), np.float32)
+    for k in range(8):
+        dx, dy, dz = (k >> 2) & 1, (k >> 1) & 1, k & 1
+        (bx, lx), (by, ly), (bz, lz) = keys[0][dx], keys[1][dy], keys[2][dz]
+        rows[k] = index.lookup_parts(bx, lx, by, ly, bz, lz)
+        w[k] = wts[0][dx] * wts[1][dy] * wts[2][dz]
+    return rows.T, w.T
+
+
 def sample_trilinear(ov: OVoxel, points: np.ndarray, index: BlockIndex | None = None,
                      chunk: int = 1 << 18) -> np.ndarray:
     """Same result as ``ovoxel.sample.sample_attrs_trilinear`` (spec §4.7), with O(1) look-ups."""
@@ -112,19 +134,12 @@ def sample_trilinear(ov: OVoxel, points: np.ndarray, index: BlockIndex | None = 
     def run(s: int) -> None:
         # corners outside [0, R) must not count: clamp far points so both corners stay in [-1, R]
         q = np.clip((pts[s:s + chunk] - a_min) / voxel, -0.5, r + 0.5)
-        base = np.floor(q - 0.5)
-        frac = (q - (base + 0.5)).astype(np.float32)             # weight of the +1 corner per axis
-        base = base.astype(np.int64)
-        keys = [[index.axis_keys(base[:, i] + d, i) for d in (0, 1)] for i in range(3)]
-        wts = [[1.0 - frac[:, i], frac[:, i]] for i in range(3)]
+        rows, weights = _corners(q, index)
         acc = np.zeros((len(q), attrs.shape[1]), dtype=np.float32)
         wsum = np.zeros(len(q), dtype=np.float32)
         for k in range(8):
-            dx, dy, dz = (k >> 2) & 1, (k >> 1) & 1, k & 1
-            (bx, lx), (by, ly), (bz, lz) = keys[0][dx], keys[1][dy], keys[2][dz]
-            rows = index.lookup_parts(bx, lx, by, ly, bz, lz)
-            w = wts[0][dx] * wts[1][dy] * wts[2][dz] * (rows >= 0)
-            acc += w[:, None] * np.take(attrs, rows, axis=0)       # rows = -1 reads the zero row
+            w = weights[:, k] * (rows[:, k] >= 0)
+            acc += w[:, None] * np.take(attrs, rows[:, k], axis=0)  # rows = -1 reads the zero row
             wsum += w
         out[s:s + chunk] = acc / np.maximum(wsum, 1e-12)[:, None]
 
@@ -234,18 +249,7 @@ def project_via_voxels(ov: OVoxel, points: np.ndarray, ref: ReferenceSurface,
 
 def _best_corner(q: np.ndarray, index: BlockIndex, has_normal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Row of the surface voxel with the largest trilinear weight among the 8 around each grid point."""
-    base = np.floor(q - 0.5)
-    frac = (q - (base + 0.5)).astype(np.float32)
-    base = base.astype(np.int64)
-    keys = [[index.axis_keys(base[:, i] + d, i) for d in (0, 1)] for i in range(3)]
-    wts = [[1.0 - frac[:, i], frac[:, i]] for i in range(3)]
-    rows = np.empty((len(q), 8), np.int64)
-    w = np.empty((len(q), 8), np.float32)
-    for k in range(8):
-        dx, dy, dz = (k >> 2) & 1, (k >> 1) & 1, k & 1
-        (bx, lx), (by, ly), (bz, lz) = keys[0][dx], keys[1][dy], keys[2][dz]
-        rows[:, k] = index.lookup_parts(bx, lx, by, ly, bz, lz)
-        w[:, k] = wts[0][dx] * wts[1][dy] * wts[2][dz]
+    rows, w = _corners(q, index)
     w[~has_normal[rows]] = -1.0
     pick = w.argmax(1)
     at = np.arange(len(q))
