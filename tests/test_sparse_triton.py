@@ -81,6 +81,29 @@ def test_triton_conv_matches_dense_conv3d(case, dtype, tma):
 
 
 @kernels
+@pytest.mark.parametrize("groups", [2, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_split_pass_conv_matches_dense_conv3d(groups, dtype):
+    """Passes over offset groups, summed through fp32 partials, equal the one-pass conv's reference;
+    every row is written (poisoned output) and a second call gives the same bits (fixed sum order)."""
+    from propforge.sparse import neighbor_map
+    from propforge.sparse.conv_triton import sparse_conv3d_triton
+    counts, extent, ci, co, bm, cfg = (SMALL[1] if not GPU else LARGE[1])
+    x = random_sparse(counts, extent, seed=groups, channels=ci, dtype=torch.float32)
+    w = torch.randn(co, 3, 3, 3, ci) / (3 * ci ** 0.5)
+    b = torch.randn(co)
+    ref = dense_reference(x, w, b)
+    xd = x.to(DEV)
+    args = (xd.feats.to(dtype), neighbor_map(xd), w.to(DEV, dtype), b.to(DEV, dtype))
+    poisoned = torch.full((len(x), co), float("nan"), dtype=dtype, device=DEV)
+    out = sparse_conv3d_triton(*args, plan_cache=xd.cache, block_m=bm, config=cfg, out=poisoned, groups=groups)
+    assert f"conv_plan_{bm}_g{groups}" in xd.cache
+    again = sparse_conv3d_triton(*args, plan_cache=xd.cache, block_m=bm, config=cfg, groups=groups)
+    assert torch.equal(again, out)
+    assert rel_err(out, ref) < {torch.float32: 1e-5, torch.float16: 3e-3}[dtype]
+
+
+@kernels
 def test_module_dispatches_to_triton(monkeypatch):
     from propforge.sparse import SparseConv3d
     monkeypatch.setenv("PROPFORGE_SPARSE_BACKEND", "triton")
@@ -112,23 +135,42 @@ def test_hash_lookup_rejects_duplicates():
         neighbor_map_hash(coords, (2, 3, 4))
 
 
-def test_plan_lists_every_needed_offset():
-    """The masked plan must cover each present (voxel, offset) pair (else outputs silently drop terms)."""
+@pytest.mark.parametrize("groups", [1, 2, 3])
+def test_plan_lists_every_needed_offset(groups):
+    """Each pass must cover each present (voxel, offset) pair of its group (else outputs silently drop
+    terms), list every voxel once, and the groups must partition the 27 offsets."""
     from propforge.sparse import neighbor_map
-    from propforge.sparse.conv_triton import build_plan
+    from propforge.sparse.conv_triton import build_plan, plan_efficiency
     x = random_sparse([300, 0, 77], 10, seed=9, channels=1)
     nbr = neighbor_map(x)
-    order, nbr_t, offsets, count = build_plan(nbr, 32)
-    assert sorted(order.tolist()) == list(range(len(x)))
-    assert torch.equal(nbr_t, nbr[order.long()].t())      # the kernel's coalesced index table
-    full = len(x) // 32
-    assert bool((count[:full].diff() <= 0).all())                           # costliest blocks launch first
+    plan = build_plan(nbr, 32, groups)
+    assert len(plan) == groups
+    assert sorted(v for p in plan for v in p.goff.tolist()) == list(range(27))
+    for p in plan:
+        order, goff = p.order.long(), p.goff.long()
+        assert sorted(order.tolist()) == list(range(len(x)))
+        assert torch.equal(p.nbr_t, nbr[order][:, goff].t())      # the kernel's coalesced index table
+        full = len(x) // 32
+        assert bool((p.count[:full].diff() <= 0).all())                   # costliest blocks launch first
+        for blk in range(len(p.count)):
+            rows = order[blk * 32:(blk + 1) * 32]
+            need = set(torch.nonzero((nbr[rows][:, goff] >= 0).any(0)).flatten().tolist())
+            assert set(p.offsets[blk, :p.count[blk]].tolist()) == need
+    multiplied = sum(int(p.count.sum()) for p in plan) * 32
+    assert plan_efficiency(nbr, 32, groups) == float((nbr >= 0).sum()) / multiplied
+
+
+def test_split_plans_multiply_fewer_pairs():
+    """Why the passes exist: on a surface shell, 2 or 3 offset groups waste fewer multiplied pairs."""
     from propforge.sparse.conv_triton import plan_efficiency
-    assert plan_efficiency(nbr, 32) == float((nbr >= 0).sum()) / (int(count.sum()) * 32)
-    for blk in range(len(count)):
-        rows = order[blk * 32:(blk + 1) * 32].long()
-        need = set(torch.nonzero((nbr[rows] >= 0).any(0)).flatten().tolist())
-        assert set(offsets[blk, :count[blk]].tolist()) == need
+    from propforge.sparse.neighbors import neighbor_map_sorted
+    g = torch.stack(torch.meshgrid(*[torch.arange(40)] * 3, indexing="ij"), -1).reshape(-1, 3).float()
+    r = (g - 19.5).norm(dim=1)
+    xyz = g[(r > 15) & (r < 17)].int()                  # a thick sphere shell, ~14 k voxels
+    coords = torch.cat([torch.zeros(len(xyz), 1, dtype=torch.int32), xyz], 1)
+    nbr = neighbor_map_sorted(coords, (40, 40, 40))
+    e1, e2, e3 = (plan_efficiency(nbr, 64, g) for g in (1, 2, 3))
+    assert e1 < e2 < e3 <= 1.0
 
 
 @pytest.mark.skipif(not GPU, reason="the path timing runs on CUDA only")
