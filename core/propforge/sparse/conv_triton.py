@@ -28,6 +28,9 @@ import torch
 
 from .triton_utils import interpreting, tl, triton, triton_available  # noqa: F401
 
+if triton is not None:
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+
 
 #: Offset groups (checkpoint offset ids) of a plan split into 1, 2 or 3 passes.
 GROUPS = {1: (tuple(range(27)),), 2: (tuple(range(13)), tuple(range(13, 27))),
@@ -122,12 +125,17 @@ def _block_need(valid: torch.Tensor, order: torch.Tensor, block_m: int) -> torch
 if triton is not None:
     @triton.jit
     def _conv_kernel(feats, nbr_t, weight, bias, out, order, blk_off, blk_cnt, goff, part0, part1, N, N_BUCKET,
-                     NOFF, CI: tl.constexpr, CO: tl.constexpr, NPART: tl.constexpr,
+                     NOFF, CI: tl.constexpr, CO: tl.constexpr, NPART: tl.constexpr, PDL: tl.constexpr,
                      HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr,
                      BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
                      W_TMA: tl.constexpr):
         # one pass of a plan: the NOFF offsets of one group (local ids; goff maps them to checkpoint
-        # ids); a final pass adds NPART fp32 partials [N, CO] of earlier passes, by voxel row
+        # ids); a final pass adds NPART fp32 partials [N, CO] of earlier passes, by voxel row.
+        # PDL (Hopper+, split plans): the next pass may start once every program here has started
+        # (it fills this pass's last, ragged wave); each pass waits for its predecessor's memory
+        # before its epilogue, so partials are complete when read (a chain: pass 3 after 2 after 1)
+        if PDL:
+            gdc_launch_dependents()
         # W_TMA: ``weight`` is a TensorDescriptor of the [Co, 27·Ci] weight with block [BN, BK]
         # (the copy engine fetches B tiles; needs Ci % BK == 0 and weight dtype == feats dtype)
         # grouped launch order: GROUP_M row blocks share the weight tiles while they sit in L2
@@ -170,6 +178,8 @@ if triton is not None:
                 else:
                     b = tl.load(w_col + v * CI + kk[:, None], mask=(kk < CI)[:, None] & n_ok[None, :], other=0.0)
                 acc = tl.dot(a, b.to(a.dtype), acc, input_precision=PRECISION)
+        if PDL:
+            gdc_wait()
         rows = tl.load(order + slot, mask=row_ok, other=0).to(tl.int64)
         at = rows[:, None] * CO + rn[None, :]
         ok = row_ok[:, None] & n_ok[None, :]
@@ -217,7 +227,7 @@ if triton is not None:
         from triton.testing import do_bench
         return do_bench(fn, warmup=10, rep=40, quantiles=quantiles)
 
-    _KEY = ["N_BUCKET", "CI", "CO", "NPART", "HAS_BIAS", "PRECISION", "W_TMA"]
+    _KEY = ["N_BUCKET", "CI", "CO", "NPART", "PDL", "HAS_BIAS", "PRECISION", "W_TMA"]
     _tuned = {(bm, False): triton.autotune(configs=_configs(bm), key=_KEY, cache_results=True, do_bench=_quick_bench,
                                            prune_configs_by={"early_config_prune": _prune})(_conv_kernel)
               for bm in (64, 128)}
@@ -284,36 +294,41 @@ def sparse_conv3d_triton(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.T
     if tma and not tma_ok(feats, weight, config):
         raise ValueError("TMA weight loads need weight dtype == feats dtype, Ci % 16 == 0 and Ci % BK == 0")
     w_arg = weight
-    if tma:
-        block = [config["BN"], config["BK"]] if config else [64, 64]   # autotune pre_hook sets the real one
+    if tma:   # block shape: set per launch from the tile (autotuning: by the config's pre_hook)
         from triton.tools.tensor_descriptor import TensorDescriptor
-        w_arg = TensorDescriptor.from_tensor(weight.view(co, 27 * ci), block)
+        w_arg = TensorDescriptor.from_tensor(weight.view(co, 27 * ci), [64, 64])
     parts: list[torch.Tensor] = []
+    pdl = len(plan) > 1 and use_pdl(feats)
     for i, step in enumerate(plan):   # earlier passes write fp32 partials the last one adds
         last = i == len(plan) - 1
         dst = out if last else torch.empty(n, co, dtype=torch.float32, device=feats.device)
         _launch(step, feats, weight, w_arg, bias if last else None, dst, parts if last else [], bm, precision,
-                bool(tma), config)
+                bool(tma), config, pdl, pdl and i > 0)
         parts.append(dst)
     return out
 
 
 def _launch(step: Pass, feats: torch.Tensor, weight: torch.Tensor, w_arg, bias: torch.Tensor | None, out: torch.Tensor,
-            parts: list[torch.Tensor], bm: int, precision: str, tma: bool, config: dict | None) -> None:
+            parts: list[torch.Tensor], bm: int, precision: str, tma: bool, config: dict | None,
+            pdl: bool = False, launch_pdl: bool = False) -> None:
     """One pass: the pinned ``config``, else the tile tuned for this key (autotuning on first use)."""
     n, ci = feats.shape
     co = out.shape[1]
     bucket = max(0, n.bit_length() - 14)   # autotune again per ×2 of N above 16k rows (tile choice)
-    tune_key = (bm, tma, bucket, ci, co, len(parts), precision, feats.dtype, weight.dtype,
+    tune_key = (bm, tma, bucket, ci, co, len(parts), pdl, precision, feats.dtype, weight.dtype,
                 None if bias is None else bias.dtype, out.dtype, feats.device.index)
     if config is None:
         config = _BEST.get(tune_key)   # after the first call: launch the winner without the autotuner
+    if tma and config is not None:
+        w_arg.block_shape = [config["BN"], config["BK"]]
     p0 = parts[0] if parts else out
     p1 = parts[1] if len(parts) > 1 else p0
     args = (feats, step.nbr_t, w_arg, bias if bias is not None else feats, out, step.order, step.offsets,
             step.count, step.goff, p0, p1, n, bucket, step.nbr_t.shape[0])
-    flags = {"CI": ci, "CO": co, "NPART": len(parts), "HAS_BIAS": bias is not None, "PRECISION": precision,
-             "BM": bm, "W_TMA": tma}
+    flags = {"CI": ci, "CO": co, "NPART": len(parts), "PDL": pdl, "HAS_BIAS": bias is not None,
+             "PRECISION": precision, "BM": bm, "W_TMA": tma}
+    if launch_pdl:
+        flags["launch_pdl"] = True
     if config is not None:
         cfg = dict(config)
         meta = {k: cfg.pop(k) for k in ("num_warps", "num_stages") if k in cfg}
@@ -346,6 +361,14 @@ def use_tma(feats: torch.Tensor, weight: torch.Tensor) -> bool:
     if os.environ.get("PROPFORGE_SPARSE_TMA", "1") == "0" or interpreting() or not feats.is_cuda:
         return False
     return feats.shape[1] >= 128 and _capability(feats.device.index) >= 9 and tma_ok(feats, weight)
+
+
+def use_pdl(feats: torch.Tensor) -> bool:
+    """Programmatic dependent launch between the passes of a split plan: CUDA Hopper+ (sm_90)."""
+    return feats.is_cuda and not interpreting() and _capability(feats.device.index) >= 9 and USE_PDL
+
+
+USE_PDL = True   # module switch for side-by-side measurements (benchmarks)
 
 
 @functools.lru_cache(maxsize=None)
