@@ -11,7 +11,8 @@ hash table, checked equal), and for each structure x channels (Ci = Co) x dtype 
 Triton masked implicit GEMM, the PyTorch gather-GEMM fallback, spconv-triton / spconv where they
 import, and a dense cuBLAS GEMM with the same useful FLOPs (2 · pairs · Ci · Co, pairs = present
 (voxel, neighbour) pairs). "conv ms" is the public ``sparse_conv3d`` (what a model layer gets: on
-small sets its path and tile height are timed once and cached); "plain"/"tma" are the Triton kernel
+small sets its tile height and split passes are timed once and cached, larger sets (path marked *)
+follow ``choose_groups``); "plain"/"tma" are the one-pass Triton kernel
 at the default tile height with weight tiles through ordinary loads / TMA.
 Ratio = dense GEMM time / conv time (1.0 = as fast as cuBLAS per FLOP).
 Every conv output is checked against the fp32 torch path (relative L2 error).
@@ -134,8 +135,8 @@ def run(out_dir: Path, data: Path, channels: list[int], dtypes: list[str], limit
         nbr = build_neighbor_map(x.coords, ext, "sort")
         same = bool(torch.equal(nbr, build_neighbor_map(x.coords, ext, "hash")))
         pairs = int((nbr >= 0).sum())
-        eff = {bm: plan_efficiency(nbr, bm) for bm in (64, 128)}
-        t_plan = _bench(lambda: build_plan(nbr, 128))
+        eff = {f"{bm}/g{g}": plan_efficiency(nbr, bm, g) for bm in (64, 128) for g in (1, 2, 3)}
+        t_plan = {g: _bench(lambda: build_plan(nbr, 128, g)) for g in (1, 2, 3)}
         m = {"structure": name, "voxels": n, "pairs": pairs, "pairs_per_voxel": pairs / n, "sort_ms": t_sort,
              "hash_ms": t_hash, "hash_equals_sort": same, "plan_ms": t_plan, "plan_efficiency": eff}
         results["maps"].append(m)
@@ -165,9 +166,9 @@ def run(out_dir: Path, data: Path, channels: list[int], dtypes: list[str], limit
                     rec[f"{tag}_ms"] = _bench(lambda: sparse_conv3d_triton(f, nbr, w, b, plan_cache=x.cache, tma=tma))
                     rec[f"{tag}_tflops"] = flops / rec[f"{tag}_ms"] / 1e9
                     del y
-                # what users get: the public function (small sets: path and tile height timed once, cached)
-                if n <= SMALL_SET:
-                    rec["dispatch_path"] = "/".join(str(p) for p in gpu_path(f, nbr, w, b, x.cache) if p)
+                # what users get: the public function (small sets: variants timed once per shape, cached)
+                bm_, g_ = gpu_path(f, nbr, w, b, x.cache)
+                rec["dispatch_path"] = f"{bm_}/g{g_}" + ("" if n <= SMALL_SET else "*")
                 yd = sparse_conv3d(f, nbr, w, b, plan_cache=x.cache)
                 if ref is not None:
                     rec["conv_rel_err_vs_fp32"] = float((yd.float() - ref).norm() / ref.norm())
@@ -213,14 +214,19 @@ def _bench_spconv(sp, x, f, w, b, c) -> float:
         return _bench(lambda: conv(st))
 
 
+def _shares(eff: dict, bm: int) -> str:
+    return "/".join(f"{eff[f'{bm}/g{g}']:.3f}" for g in (1, 2, 3))
+
+
 def print_table(results: dict) -> None:
     print(f"\n{results['env']['gpu']}  dense bf16 peak {results['dense_peak_tflops']:.0f} TFLOP/s")
-    print(f"{'structure':22} {'voxels':>8} {'nbr/vox':>7} {'sort ms':>8} {'hash ms':>8} {'plan ms':>8} "
-          f"{'eff 64':>7} {'eff 128':>7}")
+    print(f"{'structure':22} {'voxels':>8} {'nbr/vox':>7} {'sort ms':>8} {'hash ms':>8} {'plan ms g1/g2/g3':>17} "
+          f"{'useful share 64 rows g1/g2/g3':>30} {'128 rows g1/g2/g3':>18}")
     for m in results["maps"]:
-        eff = {int(k): v for k, v in m["plan_efficiency"].items()}   # JSON keys are strings
+        eff, pm = m["plan_efficiency"], m["plan_ms"]   # JSON keys are strings
         print(f"{m['structure']:22} {m['voxels']:8d} {m['pairs_per_voxel']:7.2f} {m['sort_ms']:8.3f} "
-              f"{m['hash_ms']:8.3f} {m['plan_ms']:8.2f} {eff[64]:7.3f} {eff[128]:7.3f}")
+              f"{m['hash_ms']:8.3f} {'/'.join(f'{pm[str(g)]:.2f}' for g in (1, 2, 3)):>17} "
+              f"{_shares(eff, 64):>30} {_shares(eff, 128):>18}")
     print(f"\n{'structure':22} {'Ci>Co':>11} {'dtype':>8} {'plain':>8} {'tma':>8} {'conv ms':>8} {'path':>10} "
           f"{'TFLOP/s':>8} {'dense':>8} {'ratio':>6} {'spconv-tr':>9} {'spconv':>8} {'err':>8}")
     nan = float("nan")

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import BackendUnavailable, InputError
-from .conv_triton import sparse_conv3d_triton, triton_available
+from .conv_triton import choose_block_m, choose_groups, sparse_conv3d_triton, triton_available
 from .neighbors import neighbor_map
 from .tensor import SparseTensor
 
@@ -79,41 +79,45 @@ def sparse_conv3d(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor,
         return sparse_conv3d_torch(feats, nbr, weight, bias)
     if not triton_available():
         raise BackendUnavailable("sparse conv backend 'triton' requested but triton is not importable")
-    block_m = None
+    block_m = groups = None
     if feats.is_cuda and not os.environ.get("PROPFORGE_SPARSE_BACKEND"):
-        path, block_m = gpu_path(feats, nbr, weight, bias, plan_cache)
-        if path == "torch":
-            return sparse_conv3d_torch(feats, nbr, weight, bias)
-    return sparse_conv3d_triton(feats, nbr, weight, bias, plan_cache=plan_cache, block_m=block_m)
+        block_m, groups = gpu_path(feats, nbr, weight, bias, plan_cache)
+    return sparse_conv3d_triton(feats, nbr, weight, bias, plan_cache=plan_cache, block_m=block_m,
+                                groups=groups or 1)
 
 
-_GPU_PATH: dict[tuple, tuple[str, int | None]] = {}
-SMALL_SET = 1 << 17   # voxel sets up to this size get their conv path timed once per shape
+_GPU_PATH: dict[tuple, tuple[int, int]] = {}
+SMALL_SET = 1 << 17   # voxel sets up to this size get their kernel variant timed once per shape
+#: (block rows, offset groups) timed on small sets. 64-row blocks with split passes never won on an
+#: H100 (2026-11-27: 64-row tiles run the tensor cores ~40 % slower per FLOP than 128-row ones).
+CANDIDATES = ((128, 1), (128, 2), (128, 3), (64, 1))
 
 
 def gpu_path(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-             plan_cache: dict | None = None) -> tuple[str, int | None]:
-    """('triton', block rows) or ('torch', None) for a CUDA conv of this shape.
+             plan_cache: dict | None = None) -> tuple[int, int]:
+    """(block rows, offset groups) of the Triton kernel for a CUDA conv of this shape.
 
-    Why: on small voxel sets (decoder stage 0: ~10-30 k voxels) neither tile height wins everywhere
-    (64-row blocks waste fewer pairs, 128-row blocks run the tensor cores better), and with wide
-    input channels im2col + cuBLAS was once faster. Such shapes are timed once, every way, and the
-    fastest kept (per ×2 bucket of N, Ci, Co, dtype); larger sets use ``choose_block_m``.
+    Why: on small voxel sets (decoder stage 0: ~10-30 k voxels) no variant wins everywhere (64-row
+    blocks and split passes waste fewer pairs, 128-row blocks run the tensor cores better, each split
+    pass adds an fp32 partial and launches). Such shapes are timed once, every way, and the fastest
+    kept (per ×2 bucket of N, Ci, Co, dtype). Larger sets take 128-row blocks where they fill the
+    GPU and the groups of ``choose_groups`` (a cost model; timing there would cost seconds).
     """
     n, ci = feats.shape
     co = weight.shape[0]
     if n > SMALL_SET:
-        return "triton", None
+        bm = choose_block_m(n, co)
+        return bm, choose_groups(nbr, bm, ci, plan_cache)
     key = (n.bit_length(), ci, co, feats.dtype, bias is not None)
     if key not in _GPU_PATH:
         from triton.testing import do_bench
 
-        times = {("triton", bm): do_bench(lambda: sparse_conv3d_triton(feats, nbr, weight, bias, plan_cache=plan_cache,
-                                                                       block_m=bm), warmup=5, rep=20)
-                 for bm in (64, 128)}
-        if ci >= 512:
-            t_torch = do_bench(lambda: sparse_conv3d_torch(feats, nbr, weight, bias), warmup=5, rep=20)
-            times[("torch", None)] = t_torch / 0.95        # switch only when clearly faster
+        def run(bm: int, g: int):
+            return sparse_conv3d_triton(feats, nbr, weight, bias, plan_cache=plan_cache, block_m=bm, groups=g)
+        times = {}
+        for cand in CANDIDATES:
+            run(*cand)   # compile / autotune outside the timing
+            times[cand] = do_bench(lambda: run(*cand), warmup=5, rep=20)
         _GPU_PATH[key] = min(times, key=times.get)
     return _GPU_PATH[key]
 

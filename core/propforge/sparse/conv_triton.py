@@ -2,19 +2,23 @@
 
 Why masked: on a voxelised surface a voxel has ~12 of its 27 neighbours (measured on the
 ../shared assets), so a plain implicit GEMM over all 27 offsets does 2.2x the useful work. The plan
-sorts voxels by their 27-bit neighbour mask so that a block of BM rows shares few offsets, and lists
-per block only the offsets some row needs (0.77-0.88 of the multiplied pairs are then useful from
-~200 k voxels, 0.6 on small sets). For each offset its block needs, the kernel reads the BM
-neighbour indices as one coalesced run (the plan keeps the map transposed in sorted order), then
-runs a constant-trip loop over K-tiles (Ci is a compile-time constant): gathers BM feature rows
-(missing -> 0), multiplies by the [Ci, BN] weight slice of that offset read straight from the
-checkpoint layout [Co, 27, Ci], and accumulates in fp32. Output rows are written back in input order.
-This nest pipelines far better than one flat (offset, K-tile) loop or Triton's own loop flattening
-(H100, 891 k voxels, 1024 channels: 47 ms vs 71 / 55 ms; benchmarks/RESULTS.md).
+sorts voxels by their neighbour mask (Gray-code order) so that a block of BM rows shares few
+offsets, and lists per block only the offsets some row needs. For each offset its block needs, the
+kernel reads the BM neighbour indices as one coalesced run (the plan keeps the map transposed in
+sorted order), then runs a constant-trip loop over K-tiles (Ci is a compile-time constant): gathers
+BM feature rows (missing -> 0), multiplies by the [Ci, BN] weight slice of that offset read straight
+from the checkpoint layout [Co, 27, Ci], and accumulates in fp32. Output rows are written back in
+input order. This nest pipelines far better than one flat (offset, K-tile) loop or Triton's own
+loop flattening (H100, 891 k voxels, 1024 channels: 47 ms vs 71 / 55 ms; benchmarks/RESULTS.md).
 
-Weight tiles come through ordinary loads or, on Hopper from 128 channels, a TMA descriptor. On
-small sets ``conv.gpu_path`` times 64- vs 128-row blocks (and im2col + cuBLAS from 512 input
-channels) once per shape and keeps the fastest.
+Split passes: with the 27 offsets in 2 or 3 groups, each pass sorts by a 13-14 or 9-bit mask and
+wastes far fewer pairs (useful share at 128 rows, 12 k voxels: 0.60 / 0.73 / 0.83; 190 k: 0.81 /
+0.94 / 0.98); earlier passes write fp32 partials that the last pass adds in its epilogue (a fixed
+order: deterministic). On Hopper the passes overlap through programmatic dependent launch.
+
+Weight tiles come through ordinary loads or, on Hopper from 128 channels, a TMA descriptor. Which
+block height and how many passes: ``conv.gpu_path`` (timed once per shape on small sets, else
+``choose_groups``).
 Reference: ``sparse_conv3d_torch``; benchmark and H100/H200 numbers: ``benchmarks/sparse_conv.py``,
 ``benchmarks/RESULTS.md``.
 """
@@ -249,6 +253,27 @@ def _pow2_at_least(x: int, lo: int, hi: int) -> int:
 def choose_block_m(n: int, co: int) -> int:
     """128-row blocks when they fill the GPU's 132 SMs a few times over, else 64."""
     return 128 if triton.cdiv(n, 128) * triton.cdiv(co, 128) >= 4 * 132 else 64
+
+
+#: What one byte of split-pass partial traffic costs, in multiplied FLOPs (fitted on an H100 from
+#: 1-vs-2-group timings at 190-892 k voxels, 256-1024 channels: 3.35 TB/s against ~600 TFLOP/s of
+#: kernel rate would give 180; partial stores into scattered rows cost more).
+FLOP_PER_BYTE = 270
+
+
+def choose_groups(nbr: torch.Tensor, block_m: int, ci: int, plan_cache: dict | None = None) -> int:
+    """Offset groups (1-3) with the least modelled cost per output channel: multiplied FLOPs
+    (2 · pairs · Ci / plan efficiency) plus each extra pass's fp32 partial (8 bytes per voxel)."""
+    key = f"conv_eff_{block_m}"
+    stats = plan_cache.get(key) if plan_cache is not None else None
+    if stats is None:   # once per voxel set: the GPU syncs of these reductions stay out of later calls
+        stats = float((nbr >= 0).sum()), {g: plan_efficiency(nbr, block_m, g) for g in GROUPS}
+        if plan_cache is not None:
+            plan_cache[key] = stats
+    pairs, effs = stats
+    n = nbr.shape[0]
+    cost = {g: 2 * pairs * ci / max(e, 1e-9) + (g - 1) * n * 8 * FLOP_PER_BYTE for g, e in effs.items()}
+    return min(cost, key=cost.get)
 
 
 def sparse_conv3d_triton(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor,
