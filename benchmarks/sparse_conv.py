@@ -81,13 +81,13 @@ def _bench(fn, reps: int = 20) -> float:
     return float(triton.testing.do_bench(fn, warmup=10, rep=reps * 5, return_mode="median"))
 
 
-def load_structures(data: Path, device: str, limit: int | None):
+def load_structures(data: Path, device: str, limit: int | None, min_voxels: int = 0):
     import torch
     from propforge.sparse import SparseTensor
     out = []
     for f in sorted(data.glob("*.npy"), key=lambda p: np.load(p, mmap_mode="r").shape[0]):
         xyz = torch.from_numpy(np.load(f).astype(np.int32))
-        if limit and len(xyz) > limit:
+        if (limit and len(xyz) > limit) or len(xyz) < min_voxels:
             continue
         coords = torch.cat([torch.zeros(len(xyz), 1, dtype=torch.int32), xyz], 1).to(device)
         out.append((f.stem, SparseTensor(torch.empty(len(xyz), 0, device=device), coords)))
@@ -107,7 +107,7 @@ def spconv_impls():
 
 def run(out_dir: Path, data: Path, channels: list[int], dtypes: list[str], limit: int | None,
         torch_ref_max: int, bf16_channels: list[int], torch_fallback: bool = True,
-        spconv_channels: list[int] | None = None, shapes: list[str] = ()) -> None:
+        spconv_channels: list[int] | None = None, shapes: list[str] = (), min_voxels: int = 0) -> None:
     import torch
     import triton
     from propforge.sparse import build_neighbor_map, sparse_conv3d, sparse_conv3d_torch
@@ -127,7 +127,7 @@ def run(out_dir: Path, data: Path, channels: list[int], dtypes: list[str], limit
     impls = spconv_impls()
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {"env": env, "dense_peak_tflops": peak, "maps": [], "convs": []}
-    for name, x in load_structures(data, dev, limit):
+    for name, x in load_structures(data, dev, limit, min_voxels):
         n = len(x)
         ext = x.spatial_shape
         t_sort = _bench(lambda: build_neighbor_map(x.coords, ext, "sort"))
@@ -250,6 +250,7 @@ def main() -> None:
     r.add_argument("--channels", type=int, nargs="*", default=[64, 128, 256, 512, 1024])
     r.add_argument("--dtypes", nargs="+", default=["float16", "bfloat16"])
     r.add_argument("--limit", type=int, default=None, help="skip structures with more voxels")
+    r.add_argument("--min-voxels", type=int, default=0, help="skip structures with fewer voxels")
     r.add_argument("--bf16-channels", type=int, nargs="*", default=[],
                    help="run bfloat16 only at these channel counts (default: all)")
     r.add_argument("--shapes", nargs="*", default=[], help="extra CIxCO conv shapes, e.g. 1024x4096")
@@ -262,7 +263,7 @@ def main() -> None:
         prepare(args.out)
     else:
         run(args.out, args.data, args.channels, args.dtypes, args.limit, args.torch_ref_max, args.bf16_channels,
-            not args.no_torch_fallback, args.spconv_channels, args.shapes)
+            not args.no_torch_fallback, args.spconv_channels, args.shapes, args.min_voxels)
 
 
 if __name__ == "__main__":
