@@ -223,9 +223,10 @@ def print_table(results: dict) -> None:
     print(f"{'structure':22} {'voxels':>8} {'nbr/vox':>7} {'sort ms':>8} {'hash ms':>8} {'plan ms g1/g2/g3':>17} "
           f"{'useful share 64 rows g1/g2/g3':>30} {'128 rows g1/g2/g3':>18}")
     for m in results["maps"]:
-        eff, pm = m["plan_efficiency"], m["plan_ms"]   # JSON keys are strings
+        eff = m["plan_efficiency"]
+        pm = {int(k): v for k, v in m["plan_ms"].items()}   # int keys in memory, strings once read from JSON
         print(f"{m['structure']:22} {m['voxels']:8d} {m['pairs_per_voxel']:7.2f} {m['sort_ms']:8.3f} "
-              f"{m['hash_ms']:8.3f} {'/'.join(f'{pm[str(g)]:.2f}' for g in (1, 2, 3)):>17} "
+              f"{m['hash_ms']:8.3f} {'/'.join(f'{pm[g]:.2f}' for g in (1, 2, 3)):>17} "
               f"{_shares(eff, 64):>30} {_shares(eff, 128):>18}")
     print(f"\n{'structure':22} {'Ci>Co':>11} {'dtype':>8} {'plain':>8} {'tma':>8} {'conv ms':>8} {'path':>10} "
           f"{'TFLOP/s':>8} {'dense':>8} {'ratio':>6} {'spconv-tr':>9} {'spconv':>8} {'err':>8}")
