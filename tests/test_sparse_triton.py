@@ -186,6 +186,7 @@ def test_choose_groups_weighs_wasted_flops_against_partials():
     assert choose_groups(nbr, 64, 16, cache) == 1
     assert choose_groups(nbr, 64, 8192, cache) > 1
     assert "conv_eff_64" in cache
+    assert choose_groups(nbr, 64, 8192, None) == 1        # no cache: no per-call statistics
 
 
 @pytest.mark.skipif(not GPU, reason="the path timing runs on CUDA only")

@@ -120,7 +120,7 @@ def gpu_path(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor, bias:
         times = dict.fromkeys(CANDIDATES, float("inf"))
         for _ in range(2):   # two interleaved rounds, best of each: clocks and caches warm for all
             for cand in CANDIDATES:
-                times[cand] = min(times[cand], do_bench(lambda: run(*cand), warmup=5, rep=20))
+                times[cand] = min(times[cand], do_bench(lambda c=cand: run(*c), warmup=5, rep=20))
         # a split must win by more than noise: each extra pass costs a launch and an fp32 buffer
         _GPU_PATH[key] = min(times, key=lambda c: times[c] * (1 + SPLIT_MARGIN * (c[1] - 1)))
     return _GPU_PATH[key]

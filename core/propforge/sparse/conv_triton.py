@@ -263,13 +263,14 @@ FLOP_PER_BYTE = 270
 
 def choose_groups(nbr: torch.Tensor, block_m: int, ci: int, plan_cache: dict | None = None) -> int:
     """Offset groups (1-3) with the least modelled cost per output channel: multiplied FLOPs
-    (2 · pairs · Ci / plan efficiency) plus each extra pass's fp32 partial (8 bytes per voxel)."""
+    (2 · pairs · Ci / plan efficiency) plus each extra pass's fp32 partial (8 bytes per voxel).
+    Without a plan cache to keep the set's statistics (three plan builds) it answers 1."""
+    if plan_cache is None:
+        return 1
     key = f"conv_eff_{block_m}"
-    stats = plan_cache.get(key) if plan_cache is not None else None
+    stats = plan_cache.get(key)
     if stats is None:   # once per voxel set: the GPU syncs of these reductions stay out of later calls
-        stats = float((nbr >= 0).sum()), {g: plan_efficiency(nbr, block_m, g) for g in GROUPS}
-        if plan_cache is not None:
-            plan_cache[key] = stats
+        stats = plan_cache[key] = float((nbr >= 0).sum()), {g: plan_efficiency(nbr, block_m, g) for g in GROUPS}
     pairs, effs = stats
     n = nbr.shape[0]
     cost = {g: 2 * pairs * ci / max(e, 1e-9) + (g - 1) * n * 8 * FLOP_PER_BYTE for g, e in effs.items()}
