@@ -89,7 +89,7 @@ def sparse_conv3d(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor,
 _GPU_PATH: dict[tuple, tuple[int, int]] = {}
 SMALL_SET = 1 << 17   # voxel sets up to this size get their kernel variant timed once per shape
 #: (block rows, offset groups) timed on small sets. 64-row blocks with split passes never won on an
-#: H100 (2026-11-27: 64-row tiles run the tensor cores ~40 % slower per FLOP than 128-row ones).
+#: H100 (2026-11-27: 64-row tiles run the tensor cores ~30 % slower per multiplied FLOP than 128-row ones).
 CANDIDATES = ((128, 1), (128, 2), (128, 3), (64, 1))
 SPLIT_MARGIN = 0.03
 
