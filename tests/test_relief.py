@@ -37,6 +37,19 @@ def test_registry_and_description():
     assert "2.5D relief" in gen.description and "not a 3D reconstruction" in gen.description
 
 
+def test_backend_and_kwargs_passes_the_model_only_to_trellis2():
+    """The rule every front end uses: "auto" resolves (relief on a machine without CUDA weights),
+    only trellis2 is given the model, so relief never receives (or keys its cache on) a path."""
+    from propforge.generators import backend_and_kwargs
+    import torch
+    assert backend_and_kwargs("relief", "some/model") == ("relief", {})
+    assert backend_and_kwargs("trellis2", "/w/TRELLIS.2-4B") == ("trellis2", {"model": "/w/TRELLIS.2-4B"})
+    assert backend_and_kwargs("trellis2", "") == ("trellis2", {})
+    if not torch.cuda.is_available():
+        assert backend_and_kwargs("auto", "/no/such/weights") == ("relief", {})
+        assert backend_and_kwargs("", "") == ("relief", {})
+
+
 @pytest.mark.parametrize("which", ["disc", "ell"])
 def test_mesh_is_closed(which, request):
     _, g = request.getfixturevalue(which)

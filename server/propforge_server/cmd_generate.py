@@ -222,13 +222,10 @@ class LocalRunner:
     """Runs propforge.api.generate_glb in this process, loading the generator once for all images."""
 
     def __init__(self, options: GenerateOptions) -> None:
-        from propforge.generators import load_generator, resolve_backend
+        from propforge.generators import backend_and_kwargs, load_generator
 
         self.options = options
-        name = options.backend
-        if name == "auto":
-            name = resolve_backend(options.model or None)
-        kwargs = {"model": options.model} if name == "trellis2" and options.model else {}
+        name, kwargs = backend_and_kwargs(options.backend, options.model)
         if name == "trellis2":
             _quiet_weight_loading()
         try:

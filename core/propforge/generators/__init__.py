@@ -67,6 +67,13 @@ def load_generator(name: str = "auto", **kwargs: Any) -> Generator:
     return _factory(name)(**kwargs)
 
 
+def backend_and_kwargs(backend: str, model: str = "") -> tuple[str, dict[str, Any]]:
+    """The concrete backend ("" or "auto" resolved) and its constructor kwargs: only trellis2 takes a
+    model (hub id or folder); relief ignores it."""
+    name = resolve_backend(model or None) if backend in ("", "auto") else backend
+    return name, ({"model": model} if name == "trellis2" and model else {})
+
+
 def resolve_backend(model: str | None = None) -> str:
     """trellis2 when CUDA and the model are available, else relief."""
     try:

@@ -48,15 +48,12 @@ class InProcessRunner:
         self._lock = threading.Lock()
 
     def _generator(self, options: GenerateOptions) -> tuple[Any, threading.Lock | None]:
-        from propforge.generators import load_generator, resolve_backend
+        from propforge.generators import backend_and_kwargs, load_generator
 
-        backend = options.backend
-        if backend == "auto":
-            backend = resolve_backend(options.model or None)
-        key = (backend, options.model if backend == "trellis2" else "")
+        backend, kwargs = backend_and_kwargs(options.backend, options.model)
+        key = (backend, kwargs.get("model", ""))
         with self._lock:
             if key not in self._generators:
-                kwargs = {"model": options.model} if backend == "trellis2" and options.model else {}
                 self._generators[key] = load_generator(backend, **kwargs)
                 self._locks[key] = threading.Lock()
         # a GPU model runs one job at a time; the CPU relief generator is re-entrant
