@@ -40,8 +40,9 @@ def test_registry_and_description():
 def test_backend_and_kwargs_passes_the_model_only_to_trellis2():
     """The rule every front end uses: "auto" resolves (relief on a machine without CUDA weights),
     only trellis2 is given the model, so relief never receives (or keys its cache on) a path."""
-    from propforge.generators import backend_and_kwargs
     import torch
+
+    from propforge.generators import backend_and_kwargs
     assert backend_and_kwargs("relief", "some/model") == ("relief", {})
     assert backend_and_kwargs("trellis2", "/w/TRELLIS.2-4B") == ("trellis2", {"model": "/w/TRELLIS.2-4B"})
     assert backend_and_kwargs("trellis2", "") == ("trellis2", {})
