@@ -160,7 +160,11 @@ def test_unity_drop_makes_valid_glb_meta_first_and_status_done(project, assert_v
         data = png(1)
         p.drop("barrel.png", data)
         st = p.wait_state("barrel.png")
-        time.sleep(0.3)
+        # watchdog holds a rename back up to 0.5 s to pair its two inotify halves (longer under load):
+        # wait for the GLB's and the final status's events instead of a fixed sleep
+        deadline = time.monotonic() + 15
+        while not ("barrel.glb" in seen and "done" in states) and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         spy.stop()
         spy.join()
