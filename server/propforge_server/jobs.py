@@ -590,9 +590,8 @@ class JobManager:
         for kernel compilation and autotuning (tens of seconds on a fresh GPU process). Never fatal."""
         t0 = time.monotonic()
         try:
-            model = self.config.model if self.default_backend == "trellis2" else ""
-            options = GenerateOptions.from_dict({**GenerateOptions(backend=self.default_backend).to_dict(), "model": model})
-            worker.run(warmup_image(), options.validate(), lambda event: None)
+            options = self._effective_options(GenerateOptions())   # what a user job with defaults runs
+            worker.run(warmup_image(), options, lambda event: None)
             log.info("warm-up generation on %s took %.1f s", self.default_backend, time.monotonic() - t0)
         except Exception as e:  # noqa: BLE001 - jobs will report the real problem
             log.warning("warm-up generation failed after %.1f s: %s", time.monotonic() - t0, e)
