@@ -12,6 +12,8 @@ Atlas resolution follows the texture size and the gutter scales with it.
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -21,6 +23,13 @@ from .cleanup import edge_topology, face_normals
 
 _DIRS = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], np.float64)
 MIN_SCORE = 0.35          # a face may only join a direction it faces at less than ~70°
+#: Pause (GIL released) between xatlas finishing and its Atlas being destroyed. Why: xatlas's
+#: ~TaskScheduler sets a worker's wake-up flag and notifies its condition variable without taking
+#: the worker's mutex, so a worker that has just finished its last task and not yet blocked misses
+#: the wake-up and Destroy joins it forever, holding the GIL: the whole process hangs (seen once in
+#: a CI run, gdb: Destroy -> ~TaskScheduler -> thread::join, the worker in condition_variable::wait).
+#: Letting the workers reach their wait first makes that window far less likely; it cannot close it.
+XATLAS_SETTLE_S = 0.02
 MAX_OVERLAP = 2e-3        # share of doubly covered texels left after cutting loose; above: xatlas charting
 
 
@@ -117,8 +126,10 @@ def _atlas(vertices: np.ndarray, faces: np.ndarray, texture_size: int, uvs: np.n
     if atlas.atlas_count != 1:
         raise RuntimeError(f"xatlas produced {atlas.atlas_count} atlases; expected one")
     vmap, new_faces, out_uvs = atlas[0]
-    return (np.asarray(vmap, np.int64), np.asarray(new_faces, np.int32),
-            np.clip(np.asarray(out_uvs, np.float32), 0.0, 1.0))
+    result = (np.asarray(vmap, np.int64), np.asarray(new_faces, np.int32),
+              np.clip(np.asarray(out_uvs, np.float32), 0.0, 1.0))
+    time.sleep(XATLAS_SETTLE_S)   # before ``atlas`` is destroyed, see XATLAS_SETTLE_S
+    return result
 
 
 def _chart_overlaps(uvs: np.ndarray, faces: np.ndarray, texels: float = 2.5e5) -> tuple[np.ndarray, float]:
