@@ -402,6 +402,42 @@ def test_output_io_errors_are_retried_then_failed_and_the_watcher_survives(proje
     assert w.stats["failed"] == 1
 
 
+def test_a_late_event_during_a_scheduled_retry_does_not_start_a_second_chain(project, caplog):
+    """An event for unchanged bytes (an editor re-opening the file) while a retry waits is covered
+    by that retry (it queued a second attempt-1 chain, which raced the test above in CI)."""
+    caplog.set_level(logging.INFO, logger="propforge.watch")
+    p = project("godot")
+    p.start(max_attempts=3, retry_base_s=1.5)
+    p.out("late.png").mkdir(parents=True)             # rename onto a folder fails: an I/O error
+    src = p.drop("late.png", png(30))
+    wait_for(lambda: p.status("late.png").get("retry_in_s"), 30, "the first retry to be scheduled")
+    with open(src, "ab"):                              # open for writing, write nothing: a close event
+        pass
+    assert p.wait_state("late.png", ("failed",), timeout=60)["attempt"] == 3
+    time.sleep(1.0)                                    # a second chain would still be failing now
+    assert tries(caplog, "late.png") == [1, 2], "a second chain of attempts ran"
+    with open(src, "ab"):                              # and after the failure: these bytes failed
+        pass
+    time.sleep(1.0)
+    assert tries(caplog, "late.png") == [1, 2], "unchanged bytes that failed were run again"
+    # new bytes while a retry waits: the retry is dropped and the new version starts at attempt 1
+    p.drop("late.png", png(31))
+    wait_for(lambda: tries(caplog, "late.png") == [1, 2, 1], 30, "the new version's first attempt")
+    p.drop("late.png", png(32))
+    assert p.wait_state("late.png", ("failed",), timeout=60)["attempt"] == 3
+    time.sleep(1.0)
+    assert tries(caplog, "late.png") == [1, 2, 1, 1, 2]
+    p.out("late.png").rmdir()
+    p.drop("late.png", png(33))
+    assert p.wait_state("late.png", ("done",))["source_sha256"] == sha(png(33))
+
+
+def tries(caplog, rel: str) -> list[int]:
+    """The attempt numbers of the retried failures logged for ``rel``, in order."""
+    return [int(m.split()[1].split("/")[0]) for m in (r.getMessage() for r in caplog.records)
+            if m.startswith("attempt ") and f" failed for {rel}:" in m]
+
+
 def test_deleting_or_renaming_a_source_keeps_outputs(project):
     p = project("unity")
     w = p.start()

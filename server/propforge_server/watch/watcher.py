@@ -380,6 +380,11 @@ class Watcher:
                 return
             if rel in self._running:        # decide again once the running job has finished
                 return
+            if self._retry_scheduled(rel):
+                if self._decided.get(rel) == sig:   # a late event for the bytes the retry is for
+                    self._pending.pop(rel, None)
+                    return
+                self._cancel_retry(rel)     # new bytes: a fresh job with fresh attempts
         if entry.unready_sig == sig and quiet_for < self.config.incomplete_timeout_s:
             return
         try:
@@ -461,6 +466,13 @@ class Watcher:
         with self._cv:
             self._enqueue_locked(rel, 1)
         log.info("queued %s", rel)
+
+    def _retry_scheduled(self, rel: str) -> bool:
+        return any(r[2] == rel for r in self._retries)
+
+    def _cancel_retry(self, rel: str) -> None:
+        self._retries = [r for r in self._retries if r[2] != rel]
+        heapq.heapify(self._retries)
 
     def _enqueue_locked(self, rel: str, attempt: int) -> None:
         if rel in self._queued or self._stopping.is_set():
@@ -550,14 +562,18 @@ class Watcher:
             self._fail(rel, attempt, str(e), permanent=True, sha=sha)
             return
         osha = intake.options_sha256(opts)
-        with self._key_lock((sha, osha)):       # identical image + options: one job, others copy it
-            if self._is_done(rel, sha, osha):
-                return
-            donor = self._find_donor(rel, sha, osha)
-            if donor is not None:
-                self._finish(rel, attempt, sha, osha, opts, donor[1], 0.0, copied_from=donor[0])
-            else:
-                self._generate(rel, attempt, data, sha, osha, opts)
+        try:
+            with self._key_lock((sha, osha)):   # identical image + options: one job, others copy it
+                if self._is_done(rel, sha, osha):
+                    return
+                donor = self._find_donor(rel, sha, osha)
+                if donor is not None:
+                    self._finish(rel, attempt, sha, osha, opts, donor[1], 0.0, copied_from=donor[0])
+                else:
+                    self._generate(rel, attempt, data, sha, osha, opts)
+        except OSError as e:    # here the inputs are known: the record names them, so a late event
+            log.warning("I/O error on %s: %s", rel, e)  # for the same bytes is not taken as new work
+            self._fail(rel, attempt, f"I/O error: {e}", permanent=False, sha=sha, osha=osha)
 
     def _find_donor(self, rel: str, sha: str, osha: str) -> Optional[tuple[str, bytes]]:
         for row in self.db.done_with_key(sha, osha):
