@@ -8,11 +8,10 @@ asset per-face texel density stays within 0.81-1.17x of the mean (5th-95th perce
 own charts: 0.95-1.04x) at a quarter to a half of xatlas's charting time. If a chart folds over
 itself (a helix, say) the offending faces are cut loose, and if that is not enough, or the caller
 asks, xatlas charts the mesh itself (slow on the CPU: over 90 s at 200k faces).
-Atlas resolution follows the texture size and the gutter scales with it.
+Atlas resolution follows the texture size and the gutter scales with it. xatlas runs in a pooled
+child process (``xatlas_worker``): it holds the GIL throughout and its destructor can hang.
 """
 from __future__ import annotations
-
-import time
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -23,13 +22,6 @@ from .cleanup import edge_topology, face_normals
 
 _DIRS = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], np.float64)
 MIN_SCORE = 0.35          # a face may only join a direction it faces at less than ~70°
-#: Pause (GIL released) between xatlas finishing and its Atlas being destroyed. Why: xatlas's
-#: ~TaskScheduler sets a worker's wake-up flag and notifies its condition variable without taking
-#: the worker's mutex, so a worker that has just finished its last task and not yet blocked misses
-#: the wake-up and Destroy joins it forever, holding the GIL: the whole process hangs (seen once in
-#: a CI run, gdb: Destroy -> ~TaskScheduler -> thread::join, the worker in condition_variable::wait).
-#: Letting the workers reach their wait first makes that window far less likely; it cannot close it.
-XATLAS_SETTLE_S = 0.02
 MAX_OVERLAP = 2e-3        # share of doubly covered texels left after cutting loose; above: xatlas charting
 
 
@@ -89,47 +81,13 @@ def box_charts(vertices: np.ndarray, faces: np.ndarray, smooth: int = 2, isolate
     return vmap, inv.reshape(-1, 3).astype(np.int64), uvs.astype(np.float32)
 
 
-def _pack_options(texture_size: int):
-    import xatlas
-
-    pack = xatlas.PackOptions()
-    pack.resolution = int(texture_size)
-    pack.padding = padding_for(texture_size)
-    pack.bilinear = True
-    pack.rotate_charts = True
-    return pack
-
-
-def chart_options(use_input_uvs: bool = False):
-    """xatlas charting tuned for speed: no chart-optimisation passes and a tighter merge cost.
-
-    Measured on a 20k-face decimated 512³ asset: ~2.6x less CPU than the defaults, ~4x more (smaller)
-    charts, equal or better atlas utilisation. With ``use_input_uvs`` xatlas only packs given charts.
-    """
-    import xatlas
-
-    co = xatlas.ChartOptions()
-    co.max_iterations = 0
-    co.max_cost = 0.5
-    co.use_input_mesh_uvs = use_input_uvs
-    return co
-
-
 def _atlas(vertices: np.ndarray, faces: np.ndarray, texture_size: int, uvs: np.ndarray | None
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    import xatlas
+    """xatlas, in a child process (it holds the GIL throughout and its destructor can hang: see
+    ``xatlas_worker``): charts the mesh, or with ``uvs`` only packs the given charts."""
+    from . import xatlas_worker
 
-    atlas = xatlas.Atlas()
-    atlas.add_mesh(np.ascontiguousarray(vertices, np.float32), np.ascontiguousarray(faces, np.uint32),
-                   None, None if uvs is None else np.ascontiguousarray(uvs, np.float32))
-    atlas.generate(chart_options(uvs is not None), _pack_options(texture_size))
-    if atlas.atlas_count != 1:
-        raise RuntimeError(f"xatlas produced {atlas.atlas_count} atlases; expected one")
-    vmap, new_faces, out_uvs = atlas[0]
-    result = (np.asarray(vmap, np.int64), np.asarray(new_faces, np.int32),
-              np.clip(np.asarray(out_uvs, np.float32), 0.0, 1.0))
-    time.sleep(XATLAS_SETTLE_S)   # before ``atlas`` is destroyed, see XATLAS_SETTLE_S
-    return result
+    return xatlas_worker.pack(vertices, faces, uvs, texture_size, padding_for(texture_size))
 
 
 def _chart_overlaps(uvs: np.ndarray, faces: np.ndarray, texels: float = 2.5e5) -> tuple[np.ndarray, float]:
