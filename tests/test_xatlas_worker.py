@@ -94,11 +94,15 @@ def test_xatlas_errors_are_raised_and_the_child_kept():
     assert pooled_pids() == before
 
 
-def test_without_a_worker_process_xatlas_runs_in_process(monkeypatch, caplog):
+@pytest.mark.parametrize("why", ["no interpreter", "frozen app"])
+def test_without_a_worker_process_xatlas_runs_in_process(monkeypatch, caplog, why):
     caplog.set_level(logging.WARNING, logger=xw.__name__)
     xw.shutdown()
     monkeypatch.setattr(xw, "_in_process", False)
-    monkeypatch.setattr(xw.sys, "executable", "/nonexistent/python")
+    if why == "frozen app":
+        monkeypatch.setattr(xw.sys, "frozen", True, raising=False)
+    else:
+        monkeypatch.setattr(xw.sys, "executable", "/nonexistent/python")
     v, f = sphere(8)
     check_atlas(v, f, xw.pack(v, f, None, 256, 2))
     assert xw._in_process and not pooled_pids()

@@ -192,6 +192,8 @@ def _acquire() -> _Child:
         log.warning("xatlas worker %d did not get ready in %.0f s (stuck in xatlas, or gone); replacing it",
                     child.proc.pid, READY_TIMEOUT_S)
         child.close(kill=True)
+    if getattr(sys, "frozen", False):   # a frozen app's executable is the app, not a Python
+        raise ChildUnavailable(f"{sys.executable} is a frozen application")
     try:
         child = _Child()
     except OSError as e:
