@@ -1,12 +1,13 @@
 """xatlas in a child process: ``pack(...)`` here, ``python -m propforge.mesh.xatlas_worker`` there.
 
 Why not in-process: the xatlas binding holds the GIL for the whole charting/packing (a second thread
-saw 0.7 s stalls at 261 k faces, 5.6 s at 1 M), and xatlas's TaskScheduler destructor can lose a
-worker's wake-up and join it forever (seen once in CI, gdb: Destroy -> ~TaskScheduler ->
-thread::join), which in-process hangs everything. Here the parent waits on a pipe (GIL released),
-the child answers *before* it destroys its Atlas and then says "ready"; a child that does not get
-ready in ``READY_TIMEOUT_S`` is killed and replaced, and the answer it gave is kept. A child that
-dies mid-job raises RuntimeError for that job only. Idle children are reused (start-up ~0.3 s).
+stalled 0.65 s at 261 k faces, 4.9 s at 1 M: benchmarks/uv_gil_bench.py), and xatlas's TaskScheduler
+destructor can lose a worker's wake-up and join it forever (seen once in CI, gdb: Destroy ->
+~TaskScheduler -> thread::join), which in-process hangs everything. Here the parent waits on a pipe
+(GIL released), the child answers *before* it destroys its Atlas and then says "ready"; a child that
+does not get ready in ``READY_TIMEOUT_S`` is killed and replaced, and the answer it gave is kept. A
+job whose child dies is tried once more in a new one (``ChildDied`` if that dies too). Idle children
+are reused (start-up ~0.3 s); where none can start, xatlas runs in-process.
 """
 from __future__ import annotations
 

@@ -311,7 +311,7 @@ def sparse_conv3d_triton(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.T
     nbr = nbr.contiguous()
     weight = weight.contiguous()
     bm = block_m or (32 if interpreting() else choose_block_m(n, co))
-    key = f"conv_plan_{bm}" if groups == 1 else f"conv_plan_{bm}_g{groups}"
+    key = f"conv_plan_{bm}_g{groups}"
     if plan_cache is not None and key in plan_cache:
         plan = plan_cache[key]
     else:
